@@ -1,0 +1,1 @@
+"""xcagw_common."""

@@ -1,0 +1,1 @@
+"""ccda_converter."""

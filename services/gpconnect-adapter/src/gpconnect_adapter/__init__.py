@@ -1,0 +1,1 @@
+"""gpconnect_adapter."""

@@ -1,0 +1,1 @@
+"""pds_adapter."""
