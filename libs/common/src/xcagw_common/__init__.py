@@ -1,1 +1,1 @@
-"""xcagw_common."""
+"""Shared runtime for xcagw services: settings, telemetry, metrics, logging and gRPC bootstrap."""

@@ -1,0 +1,147 @@
+"""gRPC server bootstrap: health with real readiness, reflection, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AioHealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from xcagw_common.metrics import MetricsInterceptor, start_metrics_server
+from xcagw_common.settings import BaseServiceSettings
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""Raises when a dependency is not ready (Redis down, keys not loaded...)."""
+
+
+@dataclass
+class ServicerBinding:
+    """One servicer and the generated `add_*Servicer_to_server` function it plugs into."""
+
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    full_name: str  # e.g. "xcagw.pds.v1.PdsAdapterService" (reflection + health)
+
+
+@dataclass
+class GrpcApp:
+    """Everything `serve` needs to run a service."""
+
+    name: str
+    settings: BaseServiceSettings
+    bindings: Sequence[ServicerBinding]
+    readiness_checks: Sequence[ReadinessCheck] = ()
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    readiness_interval_seconds: float = 2.0
+    interceptors: Sequence[Any] = ()
+    bound_port: int = field(default=0, init=False)
+    metrics_port: int = field(default=0, init=False)
+
+
+def server_credentials(settings: BaseServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS when a client CA is configured) from PEM files in the settings."""
+    if not settings.tls_cert_file:
+        return None
+    key = Path(settings.tls_key_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes()
+    ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+async def _check_ready(app: GrpcApp) -> bool:
+    for check in app.readiness_checks:
+        try:
+            await asyncio.wait_for(check(), timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            log.warning("readiness check failed: %s", type(exc).__name__)
+            return False
+    return True
+
+
+async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer) -> None:
+    last: bool | None = None
+    while True:
+        ready = await _check_ready(app)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if ready != last:
+            log.info("readiness changed: %s", "SERVING" if ready else "NOT_SERVING")
+        for name in ["", *(b.full_name for b in app.bindings)]:
+            await servicer.set(name, status)
+        last = ready
+        await asyncio.sleep(app.readiness_interval_seconds)
+
+
+async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop_event`), then NOT_SERVING and a graceful stop."""
+    settings = app.settings
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(app.name), *app.interceptors])
+    for binding in app.bindings:
+        binding.add_to_server(binding.servicer, server)
+    health_servicer = AioHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *(b.full_name for b in app.bindings)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*(b.full_name for b in app.bindings), health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
+    )
+    address = f"{settings.host}:{settings.port}"
+    creds = server_credentials(settings)
+    if creds is not None:
+        app.bound_port = server.add_secure_port(address, creds)
+    else:
+        app.bound_port = server.add_insecure_port(address)
+    app.metrics_port = start_metrics_server(settings.metrics_port, settings.host)
+
+    for hook in app.on_startup:
+        await hook()
+    await server.start()
+    log.info(
+        "gRPC server started",
+        extra={"ecs": {"server.port": app.bound_port, "labels.metrics_port": app.metrics_port}},
+    )
+    readiness = asyncio.create_task(_readiness_loop(app, health_servicer))
+
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        readiness.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readiness
+        # Kubernetes and the launcher see NOT_SERVING first, then in-flight RPCs finish.
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace_seconds)
+        for hook in app.on_shutdown:
+            with contextlib.suppress(Exception):
+                await hook()
+        log.info("stopped")
+
+
+async def ping_redis(client: Any) -> None:
+    """Readiness check helper: raises when Redis does not answer PING."""
+    if not await client.ping():
+        raise ConnectionError("redis ping failed")
