@@ -1,0 +1,68 @@
+# nhs-xca-gateway: the only entry point for humans and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PY ?= python3.11
+SRC_DIRS := libs/common/src libs/devstack/src $(wildcard services/*/src)
+PKG_FILES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: help install lock proto proto-check fmt lint typecheck check unit e2e test run sandbox bench clean
+
+help: ## List every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.stamp ## Create .venv from requirements-dev.lock (installs Redis when root and missing)
+
+$(VENV)/.stamp: requirements-dev.lock $(PKG_FILES) scripts/install.sh
+	PY=$(PY) ./scripts/install.sh
+	@touch $@
+
+lock: ## Recompile requirements-dev.lock (pins only) and constraints.txt from requirements-dev.in
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile -q --python-version 3.11 --no-header requirements-dev.in -o requirements-dev.lock
+	grep -v '^-e ' requirements-dev.lock | grep -v '^ *#' > constraints.txt
+
+proto: install ## Regenerate the gRPC stubs in libs/contracts from protos/
+	./scripts/gen_protos.sh
+
+proto-check: install ## Fail when committed stubs differ from protos/, and run buf lint
+	./scripts/gen_protos.sh
+	@git diff --exit-code --stat -- libs/contracts || (echo "proto-check: stubs are stale; run 'make proto' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- libs/contracts)" || (echo "proto-check: untracked generated files"; git status --porcelain -- libs/contracts; exit 1)
+	$(BIN)/buf lint
+
+fmt: install ## Format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: install ## ruff, ruff format --check, bandit
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -c pyproject.toml -r $(SRC_DIRS)
+
+typecheck: install ## mypy --strict on libs and services/*/src
+	$(BIN)/mypy $(SRC_DIRS)
+
+check: lint typecheck proto-check ## Lint, types and contracts
+
+unit: install ## Unit and component tests (no whole-stack e2e)
+	$(BIN)/pytest -m "not e2e" -q
+
+e2e: install ## End-to-end tests: the whole stack started by the launcher
+	$(BIN)/pytest -m e2e -q tests-e2e
+
+test: install check ## Everything: lint, types, proto-check, unit, component and e2e tests
+	$(BIN)/pytest -q
+
+run: install ## Start Redis, the NHS sandbox and every service (Ctrl-C stops all)
+	$(BIN)/python -m xcagw_devstack up
+
+sandbox: install ## Run the NHS sandbox alone
+	$(BIN)/python -m xcagw_devstack sandbox
+
+bench: install ## Benchmarks (converter, SOAP, throughput); figures go to docs/
+	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
+
+clean: ## Remove the venv, caches and local stack state
+	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache

