@@ -1,0 +1,286 @@
+"""A test XCA partner (initiating gateway): builds ITI-47/38/39 requests and reads the answers.
+
+Used by tests-e2e, the load test and `xcagw demo`. Messages are built with lxml and follow the
+shapes of the public samples (IHE ITI TF-2b 3.38, 3.39; ITI TF-2c 3.47).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from lxml import etree
+
+NS = {
+    "env": "http://www.w3.org/2003/05/soap-envelope",
+    "wsa": "http://www.w3.org/2005/08/addressing",
+    "hl7": "urn:hl7-org:v3",
+    "query": "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0",
+    "rim": "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0",
+    "rs": "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0",
+    "xdsb": "urn:ihe:iti:xds-b:2007",
+    "xop": "http://www.w3.org/2004/08/xop/include",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+}
+NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
+FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+ACTIONS = {
+    "iti47": "urn:hl7-org:v3:PRPA_IN201305UV02",
+    "iti55": "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery",
+    "iti38": "urn:ihe:iti:2007:CrossGatewayQuery",
+    "iti39": "urn:ihe:iti:2007:CrossGatewayRetrieve",
+}
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _q(prefix: str, local: str) -> str:
+    return f"{{{NS[prefix]}}}{local}"
+
+
+def _sub(parent: etree._Element, prefix: str, local: str, **attrib: str) -> etree._Element:
+    return etree.SubElement(parent, _q(prefix, local), attrib)
+
+
+def envelope(action: str, body: etree._Element, *, to: str) -> tuple[bytes, str]:
+    """A SOAP 1.2 envelope with WS-Addressing headers; returns (bytes, MessageID)."""
+    message_id = f"urn:uuid:{uuid.uuid4()}"
+    env = etree.Element(_q("env", "Envelope"), nsmap={"env": NS["env"], "wsa": NS["wsa"]})
+    header = _sub(env, "env", "Header")
+    action_el = _sub(header, "wsa", "Action")
+    action_el.set(_q("env", "mustUnderstand"), "true")
+    action_el.text = action
+    _sub(header, "wsa", "MessageID").text = message_id
+    reply = _sub(header, "wsa", "ReplyTo")
+    _sub(reply, "wsa", "Address").text = "http://www.w3.org/2005/08/addressing/anonymous"
+    to_el = _sub(header, "wsa", "To")
+    to_el.set(_q("env", "mustUnderstand"), "true")
+    to_el.text = to
+    _sub(env, "env", "Body").append(body)
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8"), message_id
+
+
+def _ii(parent: etree._Element, local: str, root: str, extension: str = "") -> etree._Element:
+    el = _sub(parent, "hl7", local, root=root)
+    if extension:
+        el.set("extension", extension)
+    return el
+
+
+def pdq_query(
+    *,
+    nhs_number: str = "",
+    family: str = "",
+    given: str = "",
+    birth_date: str = "",
+    gender: str = "",
+    sender_oid: str = "1.2.3.4.5.1",
+    receiver_oid: str = "2.16.840.1.113883.3.9999.1",
+    interaction: str = "PRPA_IN201305UV02",
+) -> etree._Element:
+    """A PRPA_IN201305UV02 query by NHS number and/or demographics (birth_date YYYYMMDD)."""
+    root = etree.Element(
+        _q("hl7", "PRPA_IN201305UV02"),
+        nsmap={None: NS["hl7"], "xsi": NS["xsi"]},
+        ITSVersion="XML_1.0",
+    )
+    _ii(root, "id", "1.2.3.4.5.1.99", uuid.uuid4().hex)
+    _sub(root, "hl7", "creationTime", value=dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"))
+    _ii(root, "interactionId", "2.16.840.1.113883.1.6", interaction)
+    _sub(root, "hl7", "processingCode", code="P")
+    _sub(root, "hl7", "processingModeCode", code="T")
+    _sub(root, "hl7", "acceptAckCode", code="AL")
+    receiver = _sub(root, "hl7", "receiver", typeCode="RCV")
+    device = _sub(receiver, "hl7", "device", classCode="DEV", determinerCode="INSTANCE")
+    _ii(device, "id", receiver_oid)
+    sender = _sub(root, "hl7", "sender", typeCode="SND")
+    device = _sub(sender, "hl7", "device", classCode="DEV", determinerCode="INSTANCE")
+    _ii(device, "id", sender_oid)
+    cap = _sub(root, "hl7", "controlActProcess", classCode="CACT", moodCode="EVN")
+    _sub(cap, "hl7", "code", code="PRPA_TE201305UV02", codeSystem="2.16.840.1.113883.1.6")
+    qbp = _sub(cap, "hl7", "queryByParameter")
+    _ii(qbp, "queryId", "1.2.3.4.5.1.98", uuid.uuid4().hex)
+    _sub(qbp, "hl7", "statusCode", code="new")
+    _sub(qbp, "hl7", "responseModalityCode", code="R")
+    _sub(qbp, "hl7", "responsePriorityCode", code="I")
+    params = _sub(qbp, "hl7", "parameterList")
+    if gender:
+        p = _sub(params, "hl7", "livingSubjectAdministrativeGender")
+        _sub(p, "hl7", "value", code=gender, codeSystem="2.16.840.1.113883.5.1")
+        _sub(p, "hl7", "semanticsText").text = "LivingSubject.administrativeGender"
+    if birth_date:
+        p = _sub(params, "hl7", "livingSubjectBirthTime")
+        _sub(p, "hl7", "value", value=birth_date)
+        _sub(p, "hl7", "semanticsText").text = "LivingSubject.birthTime"
+    if nhs_number:
+        p = _sub(params, "hl7", "livingSubjectId")
+        _ii(p, "value", NHS_NUMBER_OID, nhs_number)
+        _sub(p, "hl7", "semanticsText").text = "LivingSubject.id"
+    if family or given:
+        p = _sub(params, "hl7", "livingSubjectName")
+        value = _sub(p, "hl7", "value")
+        if given:
+            _sub(value, "hl7", "given").text = given
+        if family:
+            _sub(value, "hl7", "family").text = family
+        _sub(p, "hl7", "semanticsText").text = "LivingSubject.name"
+    return root
+
+
+def find_documents(patient_id: str, *, return_type: str = "LeafClass") -> etree._Element:
+    """An AdhocQueryRequest for FindDocuments (Approved) for `nhs^^^&OID&ISO`."""
+    root = etree.Element(
+        _q("query", "AdhocQueryRequest"), nsmap={"query": NS["query"], "rim": NS["rim"]}
+    )
+    _sub(root, "query", "ResponseOption", returnType=return_type, returnComposedObjects="true")
+    query = _sub(root, "rim", "AdhocQuery", id=FIND_DOCUMENTS)
+    for name, value in (
+        ("$XDSDocumentEntryPatientId", f"'{patient_id}'"),
+        ("$XDSDocumentEntryStatus", f"('{APPROVED}')"),
+    ):
+        slot = _sub(query, "rim", "Slot", name=name)
+        _sub(_sub(slot, "rim", "ValueList"), "rim", "Value").text = value
+    return root
+
+
+def retrieve(documents: list[DocumentRef]) -> etree._Element:
+    """A RetrieveDocumentSetRequest for the given documents."""
+    root = etree.Element(_q("xdsb", "RetrieveDocumentSetRequest"), nsmap={"xdsb": NS["xdsb"]})
+    for doc in documents:
+        req = _sub(root, "xdsb", "DocumentRequest")
+        _sub(req, "xdsb", "HomeCommunityId").text = doc.home_community_id
+        _sub(req, "xdsb", "RepositoryUniqueId").text = doc.repository_unique_id
+        _sub(req, "xdsb", "DocumentUniqueId").text = doc.unique_id
+    return root
+
+
+@dataclass
+class DocumentRef:
+    """What ITI-38 returned about one document, enough to retrieve it."""
+
+    unique_id: str
+    repository_unique_id: str
+    home_community_id: str
+    entry_uuid: str = ""
+    mime_type: str = ""
+
+
+@dataclass
+class Reply:
+    """A parsed HTTP reply from soap-edge."""
+
+    status_code: int
+    content_type: str
+    envelope: etree._Element
+    attachments: dict[str, bytes] = field(default_factory=dict)
+    raw: bytes = b""
+
+    @property
+    def body(self) -> etree._Element:
+        return self.envelope.find(_q("env", "Body"))[0]  # type: ignore[index]
+
+    def xpath(self, path: str) -> list[etree._Element]:
+        return list(self.envelope.xpath(path, namespaces=NS))
+
+
+def parse_reply(response: httpx.Response) -> Reply:
+    """Parse a plain SOAP or an MTOM multipart reply; xop:Include parts are collected by cid."""
+    content_type = response.headers.get("content-type", "")
+    raw = response.content
+    attachments: dict[str, bytes] = {}
+    if content_type.lower().startswith("multipart/"):
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw
+        )
+        parts = list(message.iter_parts())  # type: ignore[attr-defined]
+        root_xml = bytes(parts[0].get_payload(decode=True))
+        for part in parts[1:]:
+            cid = str(part.get("Content-ID", "")).strip("<>")
+            attachments[cid] = bytes(part.get_payload(decode=True))
+    else:
+        root_xml = raw
+    env = etree.fromstring(root_xml, _PARSER)
+    return Reply(response.status_code, content_type, env, attachments, raw)
+
+
+class PartnerClient:
+    """Sends IHE requests to a soap-edge base URL as an XCA initiating gateway would."""
+
+    def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=60)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def send(
+        self, transaction: str, body: etree._Element, *, headers: dict[str, str] | None = None
+    ) -> Reply:
+        url = f"{self.base_url}/{transaction}"
+        payload, _ = envelope(ACTIONS[transaction], body, to=url)
+        response = await self._client.post(
+            url,
+            content=payload,
+            headers={"Content-Type": "application/soap+xml; charset=UTF-8", **(headers or {})},
+        )
+        return parse_reply(response)
+
+    async def pdq(self, **criteria: str) -> Reply:
+        return await self.send("iti47", pdq_query(**criteria))
+
+    async def find_documents(self, nhs_number: str) -> Reply:
+        return await self.send("iti38", find_documents(f"{nhs_number}^^^&{NHS_NUMBER_OID}&ISO"))
+
+    async def retrieve(self, documents: list[DocumentRef]) -> Reply:
+        return await self.send("iti39", retrieve(documents))
+
+
+def documents_in(reply: Reply) -> list[DocumentRef]:
+    """The DocumentEntries of an ITI-38 LeafClass answer."""
+    refs: list[DocumentRef] = []
+    for obj in reply.xpath("//rim:ExtrinsicObject"):
+        unique_id = obj.xpath(
+            "rim:ExternalIdentifier[@identificationScheme="
+            "'urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']/@value",
+            namespaces=NS,
+        )
+        repo = obj.xpath(
+            "rim:Slot[@name='repositoryUniqueId']/rim:ValueList/rim:Value/text()", namespaces=NS
+        )
+        refs.append(
+            DocumentRef(
+                unique_id=str(unique_id[0]) if unique_id else "",
+                repository_unique_id=str(repo[0]) if repo else "",
+                home_community_id=str(obj.get("home", "")),
+                entry_uuid=str(obj.get("id", "")),
+                mime_type=str(obj.get("mimeType", "")),
+            )
+        )
+    return refs
+
+
+def retrieved_documents(reply: Reply) -> list[tuple[str, bytes]]:
+    """(DocumentUniqueId, bytes) for each DocumentResponse, resolving xop:Include parts."""
+    import base64
+
+    out: list[tuple[str, bytes]] = []
+    for resp in reply.xpath("//xdsb:DocumentResponse"):
+        uid = resp.findtext(_q("xdsb", "DocumentUniqueId"), default="")
+        doc = resp.find(_q("xdsb", "Document"))
+        if doc is None:
+            continue
+        include = doc.find(_q("xop", "Include"))
+        if include is not None:
+            cid = include.get("href", "").removeprefix("cid:")
+            from urllib.parse import unquote
+
+            data = reply.attachments.get(unquote(cid), b"")
+        else:
+            data = base64.b64decode(doc.text or "")
+        out.append((uid, data))
+    return out
