@@ -1,4 +1,4 @@
-"""`python -m xcagw_devstack up` as `make run` runs it: ready, endpoints printed, SIGINT leaves no orphan."""
+"""`python -m xcagw_devstack up` as `make run` runs it: ready, then SIGINT leaves no orphan."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ def _first(reply: Reply, path: str) -> str:
 
 async def _render_html(ccda_addr: str, ccd: bytes) -> str:
     import grpc
+
     from xcagw.ccda.v1 import ccda_converter_pb2, ccda_converter_pb2_grpc
 
     async with grpc.aio.insecure_channel(ccda_addr) as channel:
