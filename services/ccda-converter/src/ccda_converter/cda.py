@@ -1,0 +1,377 @@
+"""Small, fast CDA element builders on lxml SubElement (no string templates, no xmltodict)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, TypeAlias
+
+from lxml import etree
+
+from ccda_converter.codes import SNOMED, Code, Concept, primary
+from ccda_converter.ns import NSMAP, V3_PREFIX, XSI_TYPE
+
+_SE = etree.SubElement
+_V = V3_PREFIX
+XSI_TYPE_ATTR = XSI_TYPE
+
+Element: TypeAlias = etree._Element
+
+
+# Prototype elements for fixed attribute sets. Setting attributes is the most expensive part of
+# building the tree with lxml (several times a bare SubElement); copying a prototype is cheaper
+# and yields the same XML (lxml drops the redundant namespace declarations on append).
+_PROTO: dict[Any, Element] = {}
+
+
+def fixed(parent: Element, local: str, attrib: dict[str, str]) -> Element:
+    """A child element whose attributes repeat across the document (templateIds, codes...)."""
+    key = (local, *attrib.items())
+    proto = _PROTO.get(key)
+    if proto is None:
+        proto = etree.Element(_V + local, attrib, nsmap=NSMAP)
+        if len(_PROTO) < 50_000:
+            _PROTO[key] = proto
+    el = proto.__copy__()
+    parent.append(el)
+    return el
+
+
+def sub(parent: Element, local: str, attrib: dict[str, str] | None = None) -> Element:
+    """A CDA child element (v3 namespace)."""
+    if attrib:
+        return _SE(parent, _V + local, attrib)
+    return _SE(parent, _V + local)
+
+
+def text_el(
+    parent: Element, local: str, text: str, attrib: dict[str, str] | None = None
+) -> Element:
+    """A CDA child element with text content."""
+    el = sub(parent, local, attrib)
+    el.text = text
+    return el
+
+
+def templates(parent: Element, root: str, extension: str | None = None) -> None:
+    """templateIds for a template. C-CDA R2.1 Vol 1 "Design Considerations" (CONF:1198-32936):
+    a template that had an R1.1 version carries the versioned id and the R1.1 root without an
+    extension."""
+    if extension:
+        fixed(parent, "templateId", {"root": root, "extension": extension})
+    fixed(parent, "templateId", {"root": root})
+
+
+def template_only(parent: Element, root: str, extension: str | None = None) -> None:
+    """A single templateId (templates that did not exist in C-CDA R1.1)."""
+    attrib = {"root": root}
+    if extension:
+        attrib["extension"] = extension
+    fixed(parent, "templateId", attrib)
+
+
+def ii(parent: Element, root: str, extension: str | None = None, local: str = "id") -> Element:
+    """An II (instance identifier)."""
+    if extension:
+        return _SE(parent, _V + local, {"root": root, "extension": extension})
+    return _SE(parent, _V + local, {"root": root})
+
+
+def null_ii(parent: Element, flavor: str = "UNK", local: str = "id") -> Element:
+    """An II with only a nullFlavor."""
+    return _SE(parent, _V + local, {"nullFlavor": flavor})
+
+
+def code(
+    parent: Element,
+    code_value: str,
+    system: str,
+    display: str | None = None,
+    system_name: str | None = None,
+    local: str = "code",
+    xsi_type: str | None = None,
+) -> Element:
+    """A fixed code (template-mandated values)."""
+    attrib: dict[str, str] = {}
+    if xsi_type:
+        attrib[XSI_TYPE] = xsi_type
+    attrib["code"] = code_value
+    attrib["codeSystem"] = system
+    if system_name:
+        attrib["codeSystemName"] = system_name
+    if display:
+        attrib["displayName"] = display
+    return fixed(parent, local, attrib)
+
+
+def _translation(parent: Element, c: Code) -> None:
+    attrib = {"code": c.code, "codeSystem": c.oid, "codeSystemName": c.system_name}
+    if c.display:
+        attrib["displayName"] = c.display
+    fixed(parent, "translation", attrib)
+
+
+def cd(
+    parent: Element,
+    local: str,
+    concept: Concept,
+    *,
+    ref: str | None = None,
+    xsi_type: str | None = None,
+    force_null: str | None = None,
+    prefer: tuple[str, ...] = (SNOMED,),
+    extra: Iterable[Code] = (),
+) -> Element:
+    """A CD/CE from a normalised CodeableConcept.
+
+    The preferred coding (SNOMED first) goes in @code, every other coding in <translation>, the
+    text in <originalText> (a reference to the narrative when given). ``force_null`` is for slots
+    whose value set we cannot meet (RxNorm, CVX): @nullFlavor="OTH" and every coding as a
+    translation (HL7 C-CDA on FHIR mappingGuidance)."""
+    attrib: dict[str, str] = {}
+    if xsi_type:
+        attrib[XSI_TYPE] = xsi_type
+    chosen = None if force_null else primary(concept, prefer)
+    if chosen is not None:
+        attrib["code"] = chosen.code
+        attrib["codeSystem"] = chosen.oid
+        attrib["codeSystemName"] = chosen.system_name
+        if chosen.display:
+            attrib["displayName"] = chosen.display
+    elif force_null:
+        attrib["nullFlavor"] = force_null
+    elif concept.null_flavor:
+        attrib["nullFlavor"] = concept.null_flavor
+    elif concept.codes or concept.unknown or concept.text or ref:
+        attrib["nullFlavor"] = "OTH"
+    else:
+        attrib["nullFlavor"] = "UNK"
+    el = _SE(parent, _V + local, attrib)
+    if ref:
+        ot = _SE(el, _V + "originalText")
+        _SE(ot, _V + "reference", {"value": "#" + ref})
+    elif concept.text:
+        _SE(el, _V + "originalText").text = concept.text
+    for c in concept.codes:
+        if c is not chosen:
+            _translation(el, c)
+    for c in extra:
+        _translation(el, c)
+    for system, code_value, display in concept.unknown:
+        # No OID for this system: never an empty @codeSystem; keep the coding readable instead.
+        tr = _SE(el, _V + "translation", {"nullFlavor": "OTH"})
+        _SE(tr, _V + "originalText").text = f"{display or code_value} [{code_value}] ({system})"
+    return el
+
+
+def status(parent: Element, value: str) -> Element:
+    """statusCode."""
+    return fixed(parent, "statusCode", {"code": value})
+
+
+def ts(parent: Element, local: str, value: str | None, null: str = "UNK") -> Element:
+    """A TS with @value, or a nullFlavor."""
+    if value:
+        return _SE(parent, _V + local, {"value": value})
+    return _SE(parent, _V + local, {"nullFlavor": null})
+
+
+def ivl_ts(
+    parent: Element,
+    low: str | None,
+    high: str | None = None,
+    *,
+    local: str = "effectiveTime",
+    low_null: str | None = "UNK",
+    high_null: str | None = None,
+    xsi_type: bool = False,
+) -> Element:
+    """An IVL_TS with low (value or nullFlavor) and an optional high."""
+    el = _SE(parent, _V + local, {XSI_TYPE: "IVL_TS"}) if xsi_type else _SE(parent, _V + local)
+    if low:
+        _SE(el, _V + "low", {"value": low})
+    elif low_null:
+        _SE(el, _V + "low", {"nullFlavor": low_null})
+    if high:
+        _SE(el, _V + "high", {"value": high})
+    elif high_null:
+        _SE(el, _V + "high", {"nullFlavor": high_null})
+    return el
+
+
+def text_ref(parent: Element, ref: str) -> Element:
+    """<text><reference value="#ref"/></text>: the entry's link to its narrative row."""
+    el = _SE(parent, _V + "text")
+    _SE(el, _V + "reference", {"value": "#" + ref})
+    return el
+
+
+# ---- quantities -------------------------------------------------------------------------------
+
+# Free-text units seen in GP Connect data -> UCUM (case-insensitive keys).
+_UNIT_MAP = {
+    "mmhg": "mm[Hg]",
+    "mm hg": "mm[Hg]",
+    "kg": "kg",
+    "g": "g",
+    "gram": "g",
+    "grams": "g",
+    "mg": "mg",
+    "microgram": "ug",
+    "cm": "cm",
+    "mm": "mm",
+    "m": "m",
+    "metres": "m",
+    "c": "Cel",
+    "°c": "Cel",
+    "degc": "Cel",
+    "deg c": "Cel",
+    "%": "%",
+    "breaths per minute": "/min",
+    "breaths/min": "/min",
+    "per minute": "/min",
+    "beats per minute": "/min",
+    "beats/min": "/min",
+    "bpm": "/min",
+    "/min": "/min",
+    "10^9/l": "10*9/L",
+    "10*9/l": "10*9/L",
+    "10^12/l": "10*12/L",
+    "10*12/l": "10*12/L",
+    "iu/l": "[IU]/L",
+    "miu/l": "m[IU]/L",
+    "mu/l": "m[U]/L",
+    "u/l": "U/L",
+    "umol/l": "umol/L",
+    "mmol/l": "mmol/L",
+    "nmol/l": "nmol/L",
+    "pmol/l": "pmol/L",
+    "mmol/mol": "mmol/mol",
+    "g/l": "g/L",
+    "g/dl": "g/dL",
+    "mg/l": "mg/L",
+    "ug/l": "ug/L",
+    "ng/l": "ng/L",
+    "ng/ml": "ng/mL",
+    "fl": "fL",
+    "pg": "pg",
+    "ml": "mL",
+    "l": "L",
+    "kg/m2": "kg/m2",
+    "kg/m^2": "kg/m2",
+    "units/week": "{units}/wk",
+    "units per week": "{units}/wk",
+    "ml/min/1.73m2": "mL/min/{1.73_m2}",
+    "mm/h": "mm/h",
+    "mm/hr": "mm/h",
+    "s": "s",
+    "sec": "s",
+    "seconds": "s",
+    "ratio": "{ratio}",
+    "day": "d",
+    "days": "d",
+    "week": "wk",
+    "weeks": "wk",
+    "hour": "h",
+    "hours": "h",
+    "min": "min",
+    "minutes": "min",
+}
+_UCUM_SAFE = re.compile(r"^[A-Za-z0-9%*/.\[\]{}^_\-]+$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def ucum(quantity: dict[str, Any]) -> str | None:
+    """A UCUM unit for a FHIR Quantity, or None when the unit is not UCUM-expressible."""
+    system = quantity.get("system")
+    unit_code = quantity.get("code")
+    if (
+        isinstance(system, str)
+        and system.strip() == "http://unitsofmeasure.org"
+        and isinstance(unit_code, str)
+        and _UCUM_SAFE.match(unit_code.strip())
+    ):
+        return unit_code.strip()
+    unit = quantity.get("unit")
+    if not isinstance(unit, str):
+        unit = unit_code if isinstance(unit_code, str) and system is None else None
+    if not isinstance(unit, str) or not unit.strip():
+        return None
+    key = unit.strip().lower()
+    if key in _UNIT_MAP:
+        return _UNIT_MAP[key]
+    return None
+
+
+def number(value: Any) -> str | None:
+    """A decimal literal for a FHIR decimal (numbers, or numeric strings in hand-written data)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return (
+            repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
+        )
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return value.strip()
+    return None
+
+
+def unit_label(quantity: dict[str, Any]) -> str:
+    """The human unit of a Quantity for narrative."""
+    unit = quantity.get("unit")
+    if isinstance(unit, str) and unit.strip():
+        return unit.strip()
+    unit_code = quantity.get("code")
+    return unit_code.strip() if isinstance(unit_code, str) else ""
+
+
+def pq(
+    parent: Element,
+    local: str,
+    quantity: dict[str, Any],
+    *,
+    xsi_type: str | None = "PQ",
+    countable_ok: bool = False,
+) -> Element:
+    """A PQ from a FHIR Quantity. UCUM units go in @unit; other units (dose forms such as
+    'tablet', free text) keep their text in a nullFlavor translation (mappingGuidance: non-UCUM
+    unit -> PQ translation). With ``countable_ok`` a dose-form unit is simply omitted, as C-CDA
+    doseQuantity expects for countable products (e.g. 1 tablet: value="1", no unit)."""
+    attrib: dict[str, str] = {}
+    if xsi_type:
+        attrib[XSI_TYPE] = xsi_type
+    value = number(quantity.get("value"))
+    unit = ucum(quantity)
+    label_text = unit_label(quantity)
+    if value is None:
+        attrib["nullFlavor"] = "UNK"
+        return _SE(parent, _V + local, attrib)
+    attrib["value"] = value
+    if unit:
+        attrib["unit"] = unit
+    elif not label_text:
+        attrib["unit"] = "1"
+    el = _SE(parent, _V + local, attrib)
+    if not unit and label_text and not countable_ok:
+        tr = _SE(el, _V + "translation", {"value": value, "nullFlavor": "OTH"})
+        _SE(tr, _V + "originalText").text = label_text
+    return el
+
+
+def quantity_text(quantity: Any) -> str:
+    """'5.7 10*9/L' for narrative."""
+    if not isinstance(quantity, dict):
+        return ""
+    value = quantity.get("value")
+    comparator = quantity.get("comparator")
+    parts = []
+    if isinstance(comparator, str):
+        parts.append(comparator)
+    if value is not None and not isinstance(value, (dict, list)):
+        parts.append(str(value))
+    unit = unit_label(quantity)
+    if unit:
+        parts.append(unit)
+    return " ".join(parts) if len(parts) > 1 and isinstance(comparator, str) else " ".join(parts)

@@ -1,0 +1,1 @@
+"""One module per CCD section; each exposes ``SPEC`` and ``build(ctx) -> lxml section element``."""

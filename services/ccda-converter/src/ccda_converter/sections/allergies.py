@@ -1,0 +1,300 @@
+"""Allergies and Intolerances Section (entries required) V3: 2.16.840.1.113883.10.20.22.2.6.1.
+
+AllergyIntolerance from the "Allergies and adverse reactions" List and the "Ended allergies" List
+(resolved allergies are contained there). Allergy Concern Act 4.30 wraps an Allergy - Intolerance
+Observation 4.7; reactions 4.9 with severity 4.8; criticality 4.145. A coded "no known allergy"
+stays an assertion (negationInd, ConceptMap-FC-NoKnownAllergies), as does a List whose
+emptyReason is nil-known; "no content recorded" is not.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ccda_converter import cda
+from ccda_converter.bundle import (
+    Resource,
+    as_list,
+    ext_value,
+    extension,
+    notes,
+    sub_extension,
+    text_of,
+)
+from ccda_converter.codes import ACT_CLASS, ACT_CODE, OBS_VALUE, SNOMED, Concept, concept
+from ccda_converter.context import Context
+from ccda_converter.dates import display_date
+from ccda_converter.lists import ENDED_ALLERGIES, empty_reason_code, list_code
+from ccda_converter.sections.base import Section, SectionSpec, Table
+from ccda_converter.sections.common import comment
+
+SPEC = SectionSpec(
+    key="allergies",
+    root="2.16.840.1.113883.10.20.22.2.6.1",
+    extension="2015-08-01",
+    loinc="48765-2",
+    loinc_display="Allergies and adverse reactions Document",
+    title="Allergies and adverse reactions",
+    entries_required=True,
+    prefix="alg",
+)
+
+# ConceptMap-FC-NoKnownAllergies: NKA code -> Allergy and Intolerance Type value (negated).
+NO_KNOWN: Final[dict[str, tuple[str, str]]] = {
+    "716186003": ("419199007", "Allergy to substance"),
+    "409137002": ("416098002", "Drug allergy"),
+    "429625007": ("414285001", "Food allergy"),
+    "428607008": ("419199007", "Allergy to substance"),
+    "1103281000000108": ("419199007", "Allergy to substance"),
+}
+# ConceptMap-FC-AllergyIntoleranceCategory x Type -> Allergy and Intolerance Type (SNOMED).
+TYPE_MAP: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("medication", "allergy"): ("416098002", "Drug allergy"),
+    ("medication", "intolerance"): ("59037007", "Drug intolerance"),
+    ("medication", ""): ("419511003", "Propensity to adverse reactions to drug"),
+    ("food", "allergy"): ("414285001", "Food allergy"),
+    ("food", "intolerance"): ("235719002", "Food intolerance"),
+    ("food", ""): ("418471000", "Propensity to adverse reactions to food"),
+    ("environment", "allergy"): ("419199007", "Allergy to substance"),
+    ("environment", "intolerance"): ("418038007", "Propensity to adverse reactions to substance"),
+    ("environment", ""): ("418038007", "Propensity to adverse reactions to substance"),
+    ("biologic", "allergy"): ("419199007", "Allergy to substance"),
+    ("biologic", "intolerance"): ("418038007", "Propensity to adverse reactions to substance"),
+    ("biologic", ""): ("418038007", "Propensity to adverse reactions to substance"),
+    ("", "allergy"): ("419199007", "Allergy to substance"),
+    ("", "intolerance"): ("418038007", "Propensity to adverse reactions to substance"),
+    ("", ""): ("420134006", "Propensity to adverse reactions"),
+}
+SEVERITY: Final = {
+    "mild": ("255604002", "Mild"),
+    "moderate": ("6736007", "Moderate"),
+    "severe": ("24484000", "Severe"),
+}
+CRITICALITY: Final = {
+    "high": ("CRITH", "High criticality"),
+    "low": ("CRITL", "Low criticality"),
+    "unable-to-assess": ("CRITU", "Unable to assess criticality"),
+}
+HEADERS: Final = (
+    "Substance",
+    "Type",
+    "Reactions",
+    "Criticality",
+    "Status",
+    "Onset",
+    "Recorded",
+    "Ended",
+    "Notes",
+)
+
+
+def _category(data: dict[str, object]) -> str:
+    cats = [c.strip() for c in as_list(data.get("category")) if isinstance(c, str)]
+    return cats[0] if cats else ""
+
+
+def build(ctx: Context) -> cda.Element:
+    section = Section(ctx, SPEC)
+    section.notices()
+    table = section.table("", HEADERS)
+    active: list[Resource] = []
+    ended: list[Resource] = []
+    seen: set[int] = set()
+    nil_known = False
+    for lst in ctx.idx.of_type("List"):
+        code = list_code(lst)
+        if code not in ("886921000000105", ENDED_ALLERGIES):
+            continue
+        if empty_reason_code(lst) == "nil-known" and code != ENDED_ALLERGIES:
+            nil_known = True
+        for entry in as_list(lst.data.get("entry")):
+            item = ctx.idx.resolve(entry.get("item") if isinstance(entry, dict) else None, lst)
+            if item is not None and item.rtype == "AllergyIntolerance" and id(item) not in seen:
+                seen.add(id(item))
+                (ended if code == ENDED_ALLERGIES else active).append(item)
+    for res in ctx.idx.of_type("AllergyIntolerance"):
+        if id(res) not in seen:
+            seen.add(id(res))
+            (ended if text_of(res.data.get("clinicalStatus")) == "resolved" else active).append(res)
+    for res in active + ended:
+        try:
+            _allergy(ctx, section, table, res)
+        except Exception as exc:  # noqa: BLE001 - one odd entry must never drop the others
+            ctx.warn(f"{res.key}: allergy not converted ({type(exc).__name__})")
+            table.row([f"Allergy record that could not be converted: {res.key}"])
+            ctx.narrative(res)
+    if nil_known and not any(_is_nka(r) for r in active):
+        _nka_from_list(ctx, section, table)
+    return section.finish("No information about allergies and adverse reactions is available.")
+
+
+def _is_nka(res: Resource) -> bool:
+    return any(c.code in NO_KNOWN for c in concept(res.data.get("code")).codes)
+
+
+def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> None:
+    data = res.data
+    substance = ctx.concept(data.get("code"))
+    nka = next((NO_KNOWN[c.code] for c in substance.codes if c.code in NO_KNOWN), None)
+    category = _category(data)
+    atype = text_of(data.get("type"))
+    clinical = text_of(data.get("clinicalStatus")) or "active"
+    end_ext = extension(data, "Extension-CareConnect-GPC-AllergyIntoleranceEnd-1")
+    end_date = ext_value(sub_extension(end_ext, "endDate"))
+    end_reason = text_of(ext_value(sub_extension(end_ext, "reasonEnded")))
+    resolved = clinical in ("resolved", "inactive") or end_ext is not None
+    value = nka or TYPE_MAP.get((category, atype), TYPE_MAP[("", "")])
+    reactions = [r for r in as_list(data.get("reaction")) if isinstance(r, dict)]
+    reaction_text = []
+    for r in reactions:
+        manifest = ", ".join(
+            concept(m).text for m in as_list(r.get("manifestation")) if concept(m).text
+        )
+        sev = text_of(r.get("severity"))
+        reaction_text.append(manifest + (f" ({sev})" if sev else ""))
+    criticality = text_of(data.get("criticality"))
+    note_texts = notes(data)
+    if end_reason:
+        note_texts.append(f"Reason ended: {end_reason}")
+    name = substance.text or "Unnamed substance"
+    if nka:
+        name = substance.text or "No known allergy"
+    row = table.row(
+        [
+            name,
+            value[1],
+            reaction_text,
+            CRITICALITY.get(criticality, ("", criticality))[1] if criticality else "",
+            "Resolved" if resolved else ("No known allergy (asserted)" if nka else "Active"),
+            display_date(data.get("onsetDateTime")),
+            display_date(data.get("assertedDate")),
+            display_date(end_date) if end_date else "",
+            note_texts,
+        ]
+    )
+    onset = ctx.ts(data.get("onsetDateTime"))
+    asserted = ctx.ts(data.get("assertedDate"))
+    ended = ctx.ts(end_date) if end_date else None
+
+    entry = section.entry()
+    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
+    cda.templates(act, "2.16.840.1.113883.10.20.22.4.30", "2015-08-01")
+    ctx.entry_id(act, res, "#concern")
+    cda.code(act, "CONC", ACT_CLASS, "Concern", "HL7ActClass")
+    cda.text_ref(act, row.id)
+    cda.status(act, "completed" if resolved else "active")
+    # CONF:1198-7504/10085: active concern needs low; completed needs high.
+    cda.ivl_ts(act, asserted or onset, ended, high_null="UNK" if resolved else None)
+    ctx.author(act, data.get("recorder") or data.get("asserter"), asserted, res)
+    rel = cda.fixed(act, "entryRelationship", {"typeCode": "SUBJ"})
+    attrib = {"classCode": "OBS", "moodCode": "EVN"}
+    if nka:
+        attrib["negationInd"] = "true"
+    obs = cda.sub(rel, "observation", attrib)
+    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.7", "2014-06-09")
+    ctx.entry_id(obs, res)
+    cda.code(obs, "ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")
+    cda.text_ref(obs, row.id)
+    cda.status(obs, "completed")
+    # CONF:1098-31538: exactly one low (UNK when the onset is not recorded).
+    cda.ivl_ts(obs, onset, ended if resolved else None)
+    val = cda.code(obs, value[0], SNOMED, value[1], "SNOMED CT", local="value", xsi_type="CD")
+    if nka:
+        ot = cda.sub(val, "originalText")
+        cda.sub(ot, "reference", {"value": "#" + row.name_id})
+    ctx.author(obs, data.get("recorder") or data.get("asserter"), asserted, res)
+    part = cda.fixed(obs, "participant", {"typeCode": "CSM"})
+    role = cda.fixed(part, "participantRole", {"classCode": "MANU"})
+    entity = cda.fixed(role, "playingEntity", {"classCode": "MMAT"})
+    if nka:
+        cda.fixed(entity, "code", {"nullFlavor": "NA"})
+    else:
+        cda.cd(entity, "code", substance, ref=row.name_id)
+    for i, r in enumerate(reactions):
+        _reaction(ctx, obs, res, r, i, row.id)
+    if criticality in CRITICALITY:
+        crel = cda.fixed(obs, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+        cobs = cda.fixed(crel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        cda.template_only(cobs, "2.16.840.1.113883.10.20.22.4.145")
+        cda.code(cobs, "82606-5", "2.16.840.1.113883.6.1", "Criticality", "LOINC")
+        cda.status(cobs, "completed")
+        crit = CRITICALITY[criticality]
+        cda.code(
+            cobs, crit[0], OBS_VALUE, crit[1], "HL7ObservationValue", local="value", xsi_type="CD"
+        )
+    if note_texts:
+        comment(obs, ctx, row, 8)
+    ctx.mapped(res)
+
+
+def _reaction(
+    ctx: Context, obs: cda.Element, res: Resource, reaction: dict[str, object], i: int, ref: str
+) -> None:
+    manifestations = [concept(m) for m in as_list(reaction.get("manifestation"))]
+    severity = text_of(reaction.get("severity"))
+    onset = ctx.ts(reaction.get("onset"))
+    for j, manifest in enumerate(manifestations or [Concept([], [], "", None)]):
+        rel = cda.fixed(obs, "entryRelationship", {"typeCode": "MFST", "inversionInd": "true"})
+        robs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        cda.templates(robs, "2.16.840.1.113883.10.20.22.4.9", "2014-06-09")
+        ctx.entry_id(robs, res, f"#reaction{i}.{j}")
+        cda.code(robs, "ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")
+        cda.text_ref(robs, ref)
+        cda.status(robs, "completed")
+        if onset:
+            cda.ivl_ts(robs, onset)
+        cda.cd(robs, "value", manifest, xsi_type="CD")
+        if severity in SEVERITY:
+            srel = cda.fixed(
+                robs, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}
+            )
+            sobs = cda.fixed(srel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+            cda.templates(sobs, "2.16.840.1.113883.10.20.22.4.8", "2014-06-09")
+            cda.code(sobs, "SEV", ACT_CODE, "Severity observation", "HL7ActCode")
+            cda.status(sobs, "completed")
+            sev = SEVERITY[severity]
+            cda.code(sobs, sev[0], SNOMED, sev[1], "SNOMED CT", local="value", xsi_type="CD")
+
+
+def _nka_from_list(ctx: Context, section: Section, table: Table) -> None:
+    """emptyReason nil-known on the allergies List is the practice asserting "none known"."""
+    row = table.row(
+        [
+            "No known allergies",
+            "Allergy to substance",
+            "",
+            "",
+            "None known (List emptyReason nil-known)",
+            "",
+            "",
+            "",
+            "",
+        ]
+    )
+    entry = section.entry()
+    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
+    cda.templates(act, "2.16.840.1.113883.10.20.22.4.30", "2015-08-01")
+    cda.ii(act, ctx.uid("allergies#nil-known#concern"))
+    cda.code(act, "CONC", ACT_CLASS, "Concern", "HL7ActClass")
+    cda.text_ref(act, row.id)
+    cda.status(act, "active")
+    cda.ivl_ts(act, None)
+    rel = cda.fixed(act, "entryRelationship", {"typeCode": "SUBJ"})
+    obs = cda.fixed(
+        rel, "observation", {"classCode": "OBS", "moodCode": "EVN", "negationInd": "true"}
+    )
+    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.7", "2014-06-09")
+    cda.ii(obs, ctx.uid("allergies#nil-known"))
+    cda.code(obs, "ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")
+    cda.text_ref(obs, row.id)
+    cda.status(obs, "completed")
+    cda.ivl_ts(obs, None)
+    val = cda.code(
+        obs, "419199007", SNOMED, "Allergy to substance", "SNOMED CT", local="value", xsi_type="CD"
+    )
+    ot = cda.sub(val, "originalText")
+    cda.sub(ot, "reference", {"value": "#" + row.name_id})
+    part = cda.fixed(obs, "participant", {"typeCode": "CSM"})
+    role = cda.fixed(part, "participantRole", {"classCode": "MANU"})
+    entity = cda.fixed(role, "playingEntity", {"classCode": "MMAT"})
+    cda.fixed(entity, "code", {"nullFlavor": "NA"})

@@ -1,0 +1,154 @@
+"""Section scaffolding: templateIds, code, title, narrative tables and the empty-section rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lxml import etree
+
+from ccda_converter import cda
+from ccda_converter.codes import LOINC
+from ccda_converter.context import Context
+from ccda_converter.ns import v3
+
+Cell = str | Sequence[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SectionSpec:
+    key: str
+    root: str
+    extension: str | None
+    loinc: str
+    loinc_display: str
+    title: str
+    entries_required: bool
+    prefix: str  # narrative ID prefix
+    dual: bool = True
+
+
+class Table:
+    """A narrative table, created on its first row (an empty tbody is invalid NarrativeBlock)."""
+
+    def __init__(self, section: Section, caption: str, headers: Sequence[str]) -> None:
+        self.section = section
+        self.caption = caption
+        self.headers = headers
+        self._tbody: cda.Element | None = None
+        self.rows = 0
+
+    def _create(self) -> cda.Element:
+        table = cda.fixed(self.section.text, "table", {"border": "1", "width": "100%"})
+        if self.caption:
+            cda.text_el(table, "caption", self.caption)
+        thead = cda.sub(table, "thead")
+        tr = cda.sub(thead, "tr")
+        for header in self.headers:
+            cda.text_el(tr, "th", header)
+        return cda.sub(table, "tbody")
+
+    def row(self, cells: Sequence[Cell]) -> Row:
+        """Add a row; it gets an ID (the entry's text/reference) and its first cell another one
+        (the originalText/reference of the entry's main code)."""
+        if self._tbody is None:
+            self._tbody = self._create()
+        self.rows += 1
+        row_id = self.section.ctx.narrative_id(self.section.spec.prefix)
+        tr = etree.SubElement(self._tbody, v3("tr"), {"ID": row_id})
+        tds = []
+        for i, cell in enumerate(cells):
+            td = (
+                etree.SubElement(tr, v3("td"), {"ID": row_id + "n"})
+                if i == 0
+                else etree.SubElement(tr, v3("td"))
+            )
+            _fill(td, cell)
+            tds.append(td)
+        return Row(row_id, row_id + "n", tds, self.section)
+
+
+class Row:
+    def __init__(
+        self, row_id: str, name_id: str, cells: list[cda.Element], section: Section
+    ) -> None:
+        self.id = row_id
+        self.name_id = name_id
+        self.cells = cells
+        self.section = section
+
+    def cell_id(self, index: int) -> str:
+        """Give a cell its own ID (e.g. a note referenced by a Comment Activity)."""
+        td = self.cells[index]
+        existing = td.get("ID")
+        if existing:
+            return str(existing)
+        new = f"{self.id}c{index}"
+        td.set("ID", new)
+        return new
+
+
+def _fill(td: cda.Element, cell: Cell) -> None:
+    if cell is None:
+        return
+    if isinstance(cell, str):
+        td.text = cell
+        return
+    lines = [c for c in cell if c]
+    if not lines:
+        return
+    td.text = lines[0]
+    for line in lines[1:]:
+        br = etree.SubElement(td, v3("br"))
+        br.tail = line
+
+
+class Section:
+    """One CDA section under construction."""
+
+    def __init__(self, ctx: Context, spec: SectionSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.el = etree.Element(v3("section"))
+        if spec.dual:
+            cda.templates(self.el, spec.root, spec.extension)
+        else:
+            cda.template_only(self.el, spec.root, spec.extension)
+        cda.code(self.el, spec.loinc, LOINC, spec.loinc_display, "LOINC")
+        cda.text_el(self.el, "title", spec.title)
+        self.text = cda.sub(self.el, "text")
+        self.entries = 0
+
+    def paragraph(self, text: str, label: str | None = None) -> cda.Element:
+        p = cda.sub(self.text, "paragraph")
+        if label:
+            content = cda.text_el(p, "content", label, {"styleCode": "Bold"})
+            content.tail = " " + text
+        else:
+            p.text = text
+        return p
+
+    def notices(self) -> None:
+        """GP Connect list warnings, emptyReason and list notes for this section, as visible
+        narrative (GP Connect List guidance: every warning must reach the reader)."""
+        for label, text in self.ctx.notices.get(self.spec.key, []):
+            self.paragraph(text, label)
+
+    def table(self, caption: str, headers: Sequence[str]) -> Table:
+        return Table(self, caption, headers)
+
+    def entry(self, type_code: str = "DRIV") -> cda.Element:
+        self.entries += 1
+        return cda.sub(self.el, "entry", {"typeCode": type_code})
+
+    def finish(self, empty_text: str) -> cda.Element:
+        """Close the section. An entries-required section without entries gets
+        nullFlavor="NI" and no entry (schematron: nullFlavor XOR at least one entry)."""
+        if self.entries == 0 and self.spec.entries_required:
+            self.el.set("nullFlavor", "NI")
+        if len(self.text) == 0 or (self.entries == 0 and not self._has_table()):
+            self.paragraph(empty_text)
+        return self.el
+
+    def _has_table(self) -> bool:
+        return self.text.find(v3("table")) is not None

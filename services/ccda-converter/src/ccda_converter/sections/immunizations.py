@@ -1,0 +1,161 @@
+"""Immunizations Section (entries required) V3: 2.16.840.1.113883.10.20.22.2.2.1.
+
+GP Connect Immunization (CareConnect-GPC-Immunization-1) -> Immunization Activity 4.52 with
+negationInd from notGiven. The vaccine slot wants CVX (CONF:1098-9007): without a validated
+SNOMED->CVX map, @nullFlavor="OTH" with the SNOMED vaccine product and the VaccinationProcedure
+extension code as translations (ccda-requirements section 5). Every Immunization is converted,
+also those the Immunisations List does not reference (seen in real data).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ccda_converter import cda
+from ccda_converter.bundle import Resource, as_list, ext_value, extension, notes, obj, text_of
+from ccda_converter.codes import Concept, concept
+from ccda_converter.context import Context
+from ccda_converter.dates import display_date
+from ccda_converter.sections.base import Section, SectionSpec, Table
+from ccda_converter.sections.common import comment, problem_type
+
+SPEC = SectionSpec(
+    key="immunizations",
+    root="2.16.840.1.113883.10.20.22.2.2.1",
+    extension="2015-08-01",
+    loinc="11369-6",
+    loinc_display="History of Immunization Narrative",
+    title="Immunizations",
+    entries_required=True,
+    prefix="imm",
+)
+HEADERS: Final = (
+    "Vaccine",
+    "Procedure",
+    "Date",
+    "Status",
+    "Dose",
+    "Route / site",
+    "Batch",
+    "Reason",
+    "Notes",
+)
+
+
+def build(ctx: Context) -> cda.Element:
+    section = Section(ctx, SPEC)
+    section.notices()
+    table = section.table("", HEADERS)
+    for res in ctx.idx.of_type("Immunization"):
+        try:
+            _immunization(ctx, section, table, res)
+        except Exception as exc:  # noqa: BLE001 - one odd entry must never drop the others
+            ctx.warn(f"{res.key}: immunization not converted ({type(exc).__name__})")
+            table.row([f"Immunization record that could not be converted: {res.key}"])
+            ctx.narrative(res)
+    return section.finish("No information about immunizations is available.")
+
+
+def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -> None:
+    data = res.data
+    vaccine = concept(data.get("vaccineCode"))
+    procedure = concept(ext_value(extension(data, "Extension-CareConnect-VaccinationProcedure-1")))
+    not_given = data.get("notGiven") is True
+    explanation = obj(data.get("explanation"))
+    reasons = [concept(r) for r in as_list(explanation.get("reason"))]
+    not_given_reasons = [concept(r) for r in as_list(explanation.get("reasonNotGiven"))]
+    protocols = [p for p in as_list(data.get("vaccinationProtocol")) if isinstance(p, dict)]
+    dose_seq = next(
+        (p.get("doseSequence") for p in protocols if isinstance(p.get("doseSequence"), int)), None
+    )
+    series = next(
+        (p.get("seriesDoses") for p in protocols if isinstance(p.get("seriesDoses"), int)), None
+    )
+    dose_text = cda.quantity_text(data.get("doseQuantity"))
+    if dose_seq is not None:
+        dose_text = (
+            (dose_text + "; " if dose_text else "")
+            + f"dose {dose_seq}"
+            + (f" of {series}" if series else "")
+        )
+    route = concept(data.get("route"))
+    site = concept(data.get("site"))
+    name = (
+        vaccine.text
+        if vaccine.codes or (vaccine.text and vaccine.text.lower() != "unknown")
+        else ""
+    )
+    name = name or procedure.text or "Vaccine not recorded"
+    note_texts = notes(data)
+    row = table.row(
+        [
+            name,
+            procedure.text,
+            display_date(data.get("date")),
+            ("Not given" if not_given else text_of(data.get("status")) or "completed"),
+            dose_text,
+            ", ".join(x for x in (route.text, site.text) if x),
+            text_of(data.get("lotNumber")),
+            [r.text for r in (*reasons, *not_given_reasons) if r.text],
+            note_texts,
+        ]
+    )
+    entry = section.entry()
+    sbadm = cda.sub(
+        entry,
+        "substanceAdministration",
+        {"classCode": "SBADM", "moodCode": "EVN", "negationInd": "true" if not_given else "false"},
+    )
+    cda.templates(sbadm, "2.16.840.1.113883.10.20.22.4.52", "2015-08-01")
+    ctx.entry_id(sbadm, res)
+    cda.text_ref(sbadm, row.id)
+    cda.status(sbadm, "completed")
+    cda.ts(sbadm, "effectiveTime", ctx.ts(data.get("date")))
+    if dose_seq is not None:
+        cda.sub(sbadm, "repeatNumber", {"value": str(dose_seq)})
+    if route.codes:
+        cda.cd(sbadm, "routeCode", route)
+    if site.codes:
+        cda.cd(sbadm, "approachSiteCode", site)
+    dose = data.get("doseQuantity")
+    if isinstance(dose, dict) and cda.number(dose.get("value")) is not None:
+        cda.pq(sbadm, "doseQuantity", dose, xsi_type=None)
+    consumable = cda.sub(sbadm, "consumable")
+    product = cda.fixed(consumable, "manufacturedProduct", {"classCode": "MANU"})
+    cda.templates(product, "2.16.840.1.113883.10.20.22.4.54", "2014-06-09")
+    material = cda.sub(product, "manufacturedMaterial")
+    merged = Concept(
+        [*vaccine.codes, *procedure.codes],
+        [*vaccine.unknown, *procedure.unknown],
+        vaccine.text,
+        None,
+    )
+    cda.cd(material, "code", merged, ref=row.name_id, force_null="OTH")
+    lot = text_of(data.get("lotNumber"))
+    if lot:
+        cda.text_el(material, "lotNumberText", lot)
+    manufacturer = ctx.idx.resolve(data.get("manufacturer"), res)
+    if manufacturer is not None and text_of(manufacturer.data.get("name")):
+        org = cda.sub(product, "manufacturerOrganization")
+        cda.text_el(org, "name", text_of(manufacturer.data["name"]))
+    practitioners = [p for p in as_list(data.get("practitioner")) if isinstance(p, dict)]
+    if practitioners:
+        ctx.author(sbadm, practitioners[0].get("actor"), ctx.ts(data.get("date")), res)
+    for j, reason in enumerate(reasons):
+        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "RSON"})
+        obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        cda.templates(obs, "2.16.840.1.113883.10.20.22.4.19", "2014-06-09")
+        ctx.entry_id(obs, res, f"#indication{j}")
+        problem_type(obs, "404684003", "Clinical finding")
+        cda.status(obs, "completed")
+        cda.cd(obs, "value", reason, xsi_type="CD")
+    for j, reason in enumerate(not_given_reasons):
+        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "RSON"})
+        obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        cda.template_only(obs, "2.16.840.1.113883.10.20.22.4.53")
+        ctx.entry_id(obs, res, f"#refusal{j}")
+        cda.cd(obs, "code", reason)
+        cda.status(obs, "completed")
+    if note_texts:
+        comment(sbadm, ctx, row, 8)
+    ctx.mapped(res)

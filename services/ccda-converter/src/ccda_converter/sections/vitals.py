@@ -1,0 +1,123 @@
+"""Vital Signs Section (entries required) V3: 2.16.840.1.113883.10.20.22.2.4.1.
+
+Vital sign Observations (curated SNOMED -> LOINC map in classify.py; SNOMED kept as translation),
+grouped by time into Vital Signs Organizers 4.26 of Vital Sign Observations 4.27 with UCUM PQ
+values. A blood pressure with systolic/diastolic components gives two observations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ccda_converter import cda
+from ccda_converter.bundle import Resource, text_of
+from ccda_converter.classify import bp_components, vital_code
+from ccda_converter.codes import LOINC, SNOMED, concept
+from ccda_converter.context import Context
+from ccda_converter.dates import sort_key
+from ccda_converter.sections.base import Section, SectionSpec
+from ccda_converter.sections.common import comment
+from ccda_converter.sections.observations import (
+    effective,
+    effective_text,
+    interpretation,
+    performer_ref,
+)
+
+SPEC = SectionSpec(
+    key="vitals",
+    root="2.16.840.1.113883.10.20.22.2.4.1",
+    extension="2015-08-01",
+    loinc="8716-3",
+    loinc_display="Vital signs",
+    title="Vital signs",
+    entries_required=True,
+    prefix="vit",
+)
+HEADERS: Final = ("Date", "Measurement", "Value", "Comments")
+
+
+def build(ctx: Context, vitals: list[Resource]) -> cda.Element:
+    section = Section(ctx, SPEC)
+    section.notices()
+    table = section.table("", HEADERS)
+    groups: dict[str, list[Resource]] = {}
+    for obs in vitals:
+        groups.setdefault(effective(ctx, obs.data) or "", []).append(obs)
+    for when in sorted(groups, key=lambda w: sort_key(w) if w else "9"):
+        observations = groups[when]
+        entry = section.entry()
+        org = cda.fixed(entry, "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
+        cda.templates(org, "2.16.840.1.113883.10.20.22.4.26", "2015-08-01")
+        cda.ii(org, ctx.uid(f"vitals#{when}#{observations[0].key}"))
+        code = cda.code(org, "46680005", SNOMED, "Vital signs", "SNOMED CT")
+        # CONF:1198-32743: the LOINC vital signs panel as translation.
+        cda.code(
+            code,
+            "74728-7",
+            LOINC,
+            "Vital signs, weight, height, head circumference, oximetry, BMI, and BSA panel",
+            "LOINC",
+            local="translation",
+        )
+        cda.status(org, "completed")
+        if when:
+            cda.ivl_ts(org, when, when)
+        else:
+            cda.fixed(org, "effectiveTime", {"nullFlavor": "UNK"})
+        for obs in observations:
+            try:
+                _vital(ctx, org, table, obs, when)
+            except Exception as exc:  # noqa: BLE001 - one odd entry must never drop the others
+                ctx.warn(f"{obs.key}: vital sign not converted ({type(exc).__name__})")
+                ctx.narrative(obs)
+                table.row(["", concept(obs.data.get("code")).text or obs.key, "", ""])
+    return section.finish("No information about vital signs is available.")
+
+
+def _vital(ctx: Context, org: cda.Element, table: Any, res: Resource, when: str) -> None:
+    data = res.data
+    comps = bp_components(data)
+    name = ctx.concept(data.get("code")).text or "Vital sign"
+    if comps:
+        sys_dia = {c[1][0]: c[0] for c in comps}
+        parts = []
+        for loinc in ("8480-6", "8462-4"):
+            comp = sys_dia.get(loinc)
+            if comp is not None:
+                q = comp["valueQuantity"]
+                parts.append(str(q.get("value")))
+        unit = cda.unit_label(comps[0][0]["valueQuantity"])
+        value_text = "/".join(parts) + (f" {unit}" if unit else "")
+    else:
+        value_text = cda.quantity_text(data.get("valueQuantity"))
+    note = text_of(data.get("comment"))
+    row = table.row([effective_text(data), name, value_text, note])
+    items: list[tuple[dict[str, Any], tuple[str, str], str]]
+    if comps:
+        items = [(c, code, f"#{code[0]}") for c, code in comps]
+    else:
+        found = vital_code(data)
+        if found is None:
+            raise ValueError("not a vital sign")
+        items = [(data, found, "")]
+    for part, vital, suffix in items:
+        comp_el = cda.sub(org, "component")
+        obs = cda.fixed(comp_el, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        cda.templates(obs, "2.16.840.1.113883.10.20.22.4.27", "2014-06-09")
+        ctx.entry_id(obs, res, suffix)
+        code = cda.code(obs, vital[0], LOINC, vital[1], "LOINC")
+        ot = cda.sub(code, "originalText")
+        cda.sub(ot, "reference", {"value": "#" + row.name_id})
+        for c in concept(part.get("code")).codes:
+            if c.code != vital[0]:
+                cda.code(code, c.code, c.oid, c.display or None, c.system_name, local="translation")
+        cda.text_ref(obs, row.id)
+        cda.status(obs, "completed")
+        cda.ts(obs, "effectiveTime", when or None)
+        cda.pq(obs, "value", part["valueQuantity"])
+        interpretation(obs, part)
+        ctx.author(obs, performer_ref(data), when or None, res)
+        if note and not suffix:
+            comment(obs, ctx, row, 3)
+    ctx.mapped(res)
