@@ -1,0 +1,433 @@
+"""FastAPI app built by `create_app(settings)`: SOAP endpoints, WSDL, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from lxml import etree
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from soap_edge import iti38, iti39, iti47, iti55
+from soap_edge.backends import CCDA, GPCONNECT, PDS, TOKEN, Backends
+from soap_edge.config import Settings
+from soap_edge.documents import DocumentService
+from soap_edge.exchange import Exchange, Gateway, Reply, Route
+from soap_edge.metrics import SOAP_FAULTS, SOAP_LATENCY, SOAP_REQUESTS
+from soap_edge.soap.envelope import Envelope, build_envelope, read_envelope
+from soap_edge.soap.faults import (
+    ACTION_NOT_SUPPORTED,
+    ONLY_ANONYMOUS,
+    FaultCode,
+    SoapFault,
+    build_fault_element,
+    not_understood_headers,
+    receiver,
+    sender,
+    upgrade_header,
+)
+from soap_edge.soap.mtom import decode_http_body, package_mtom, resolve_xop
+from soap_edge.soap.ns import HL7, WSA, q
+from soap_edge.soap.parsing import XmlRejected, parse_untrusted
+from soap_edge.soap.wsa import (
+    Addressing,
+    check_must_understand,
+    read_addressing,
+    read_message_id,
+    response_headers,
+)
+from soap_edge.soap.xua import XuaAttributes, normalise_hcid, read_xua
+from soap_edge.store import Store
+from soap_edge.wsdl import build_wsdl
+from xcagw.common.v1 import common_pb2
+from xcagw_common.logging import correlation_id_var, partner_id_var
+from xcagw_common.redis import create_redis
+
+log = logging.getLogger(__name__)
+
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+MTOM_DOMAIN = "soap-edge.xcagw"
+
+# Route ids -> routes; the table of ihe-xca-rules §1.3.
+ROUTES: dict[str, Route] = {
+    "ITI-47": Route("ITI-47", iti47.ACTION, iti47.RESPONSE_ACTION, iti47.BODY_ROOT, iti47.handle),
+    "ITI-47-continue": Route(
+        "ITI-47",
+        iti47.CONTINUE_ACTION,
+        iti47.RESPONSE_ACTION,
+        iti47.CONTINUATION_ROOT,
+        iti47.handle_continue,
+    ),
+    "ITI-47-cancel": Route(
+        "ITI-47",
+        iti47.CANCEL_ACTION,
+        iti47.CANCEL_RESPONSE_ACTION,
+        iti47.CONTINUATION_ROOT,
+        iti47.handle_cancel,
+    ),
+    "ITI-55": Route("ITI-55", iti55.ACTION, iti55.RESPONSE_ACTION, iti55.BODY_ROOT, iti55.handle),
+    "ITI-38": Route("ITI-38", iti38.ACTION, iti38.RESPONSE_ACTION, iti38.BODY_ROOT, iti38.handle),
+    "ITI-18": Route(
+        "ITI-18", iti38.ITI18_ACTION, iti38.ITI18_RESPONSE_ACTION, iti38.BODY_ROOT, iti38.handle
+    ),
+    "ITI-39": Route("ITI-39", iti39.ACTION, iti39.RESPONSE_ACTION, iti39.BODY_ROOT, iti39.handle),
+    "ITI-43": Route(
+        "ITI-43", iti39.ITI43_ACTION, iti39.ITI43_RESPONSE_ACTION, iti39.BODY_ROOT, iti39.handle
+    ),
+}
+XDS_ALIASES = frozenset({"ITI-18", "ITI-43"})
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/iti47": ("ITI-47", "ITI-47-continue", "ITI-47-cancel"),
+    "/iti55": ("ITI-55",),
+    "/iti38": ("ITI-38", "ITI-18"),
+    "/iti39": ("ITI-39", "ITI-43"),
+    "/xca": tuple(ROUTES),
+}
+_WSDL_OPERATIONS: dict[str, list[str]] = {
+    "/iti47": ["ITI-47", "ITI-47-continue", "ITI-47-cancel"],
+    "/iti55": ["ITI-55"],
+    "/iti38": ["ITI-38"],
+    "/iti39": ["ITI-39"],
+    "/xca": ["ITI-38", "ITI-39", "ITI-47", "ITI-47-continue", "ITI-47-cancel", "ITI-55"],
+}
+
+
+class Dispatcher:
+    """Turns an HTTP request into a SOAP exchange, a reply or a fault. Never raises."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    @property
+    def gateway(self) -> Gateway:
+        gw: Gateway = self.app.state.gateway
+        return gw
+
+    @property
+    def settings(self) -> Settings:
+        s: Settings = self.app.state.settings
+        return s
+
+    async def handle(self, request: Request, endpoint: str) -> Response:
+        start = time.perf_counter()
+        relates_to: str | None = None
+        transaction = endpoint.strip("/").upper()
+        try:
+            env = await self._read(request)
+            relates_to = read_message_id(env)
+            # SOAP 1.2 Part 1 §2.6: mustUnderstand is checked before anything is processed.
+            check_must_understand(env)
+            addressing = read_addressing(env)
+            route = self._route(endpoint, addressing.action or "", env.payload)
+            transaction = route.transaction
+            exchange = self._exchange(route, env, addressing)
+            if not addressing.anonymous_reply:
+                return self._accept_async(route, exchange)
+            reply = await route.handler(self.gateway, exchange)
+            SOAP_REQUESTS.labels(transaction, reply.outcome).inc()
+            body, content_type = self._render(route, reply, relates_to)
+            return Response(body, 200, headers={"content-type": content_type})
+        except SoapFault as fault:
+            return self.fault_response(fault, relates_to, transaction)
+        except Exception:
+            log.exception("unhandled error in SOAP endpoint")
+            return self.fault_response(receiver(), relates_to, transaction)
+        finally:
+            SOAP_LATENCY.labels(transaction).observe(time.perf_counter() - start)
+
+    async def _read(self, request: Request) -> Envelope:
+        limit = self.settings.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise sender(f"Request larger than {limit} bytes", http_status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise sender(f"Request larger than {limit} bytes", http_status=413)
+            chunks.append(chunk)
+        inbound = decode_http_body(
+            request.headers.get("content-type"),
+            b"".join(chunks),
+            max_parts=self.settings.max_mime_parts,
+        )
+        try:
+            root = parse_untrusted(
+                inbound.envelope, max_bytes=limit, max_depth=self.settings.max_xml_depth
+            )
+        except XmlRejected as exc:
+            raise sender(str(exc)) from None
+        resolve_xop(root, inbound.attachments)
+        return read_envelope(root)
+
+    def _route(self, endpoint: str, action: str, payload: etree._Element) -> Route:
+        allowed = ENDPOINTS[endpoint]
+        for route_id in allowed:
+            route = ROUTES[route_id]
+            if route.action != action:
+                continue
+            if route_id in XDS_ALIASES and not self.settings.accept_xds_actions:
+                break
+            if payload.tag != route.body_root:
+                # ihe-xca-rules §1.2: the Action must match the Body root.
+                raise sender(
+                    f"wsa:Action {action} does not match the Body element "
+                    f"{etree.QName(payload).localname}",
+                    wsa_subcode=ACTION_NOT_SUPPORTED,
+                )
+            return route
+        raise sender(
+            f"wsa:Action {action} is not supported at this endpoint",
+            wsa_subcode=ACTION_NOT_SUPPORTED,
+        )
+
+    def _exchange(self, route: Route, env: Envelope, addressing: Addressing) -> Exchange:
+        xua = read_xua(env)
+        initiating = xua.home_community_id or _xcpd_initiator(env.payload)
+        partner = self.settings.partners.get(initiating) or initiating or "anonymous"
+        ctx = _context(addressing, xua, initiating, partner, route.transaction)
+        correlation_id_var.set(ctx.correlation_id)
+        partner_id_var.set(partner)
+        span = trace.get_current_span()
+        span.set_attribute("xcagw.ihe.transaction", route.transaction)
+        span.set_attribute("xcagw.ws.message_id", ctx.correlation_id)
+        return Exchange(
+            transaction=route.transaction,
+            action=route.action,
+            response_action=route.response_action,
+            envelope=env,
+            addressing=addressing,
+            xua=xua,
+            context=ctx,
+            partner=partner,
+        )
+
+    def _render(
+        self, route: Route, reply: Reply, relates_to: str | None, to: str | None = None
+    ) -> tuple[bytes, str]:
+        action = reply.action or route.response_action
+        envelope = build_envelope(response_headers(action, relates_to, to=to), reply.payload)
+        if reply.mtom:
+            return package_mtom(envelope, reply.attachments, MTOM_DOMAIN)
+        return envelope, f'{SOAP_CONTENT_TYPE}; action="{action}"'
+
+    def fault_response(
+        self, fault: SoapFault, relates_to: str | None, transaction: str
+    ) -> Response:
+        body, status = render_fault(fault, relates_to)
+        SOAP_FAULTS.labels(fault.code.value, fault.wsa_subcode or "").inc()
+        SOAP_REQUESTS.labels(transaction, "fault").inc()
+        if fault.code is FaultCode.RECEIVER:
+            log.error("SOAP fault", extra={"ecs": {"xcagw.fault.code": fault.code.value}})
+        else:
+            log.info(
+                "SOAP fault",
+                extra={
+                    "ecs": {
+                        "xcagw.fault.code": fault.code.value,
+                        "xcagw.fault.reason": fault.reason,
+                    }
+                },
+            )
+        return Response(body, status, headers={"content-type": SOAP_CONTENT_TYPE})
+
+    # ---- XCA asynchronous exchange option (ihe-xca-rules §1.4) ----------------------------------
+    def _accept_async(self, route: Route, exchange: Exchange) -> Response:
+        reply_to = exchange.addressing.reply_to
+        if not self.settings.async_replies_enabled or not reply_allowed(
+            reply_to, self.settings.async_reply_allowlist
+        ):
+            fault = sender(
+                "Only the anonymous ReplyTo address is supported for this partner",
+                wsa_subcode=ONLY_ANONYMOUS,
+            )
+            fault.problem_header = q(WSA, "ReplyTo")
+            raise fault
+        # Acknowledge now; deliver the response once to the allow-listed https address.
+        return Response(
+            status_code=202, background=BackgroundTask(self._deliver, route, exchange, reply_to)
+        )
+
+    async def _deliver(self, route: Route, exchange: Exchange, address: str) -> None:
+        relates_to = exchange.message_id
+        try:
+            reply = await route.handler(self.gateway, exchange)
+            SOAP_REQUESTS.labels(route.transaction, reply.outcome).inc()
+            body, content_type = self._render(route, reply, relates_to, to=address)
+        except Exception:
+            log.exception("async exchange failed")
+            body, _ = render_fault(receiver(), relates_to)
+            content_type = SOAP_CONTENT_TYPE
+        client: httpx.AsyncClient = self.app.state.http
+        try:
+            # Exactly one delivery attempt: a retry could deliver the response twice.
+            resp = await client.post(address, content=body, headers={"content-type": content_type})
+            log.info(
+                "async reply delivered",
+                extra={"ecs": {"http.response.status_code": resp.status_code}},
+            )
+        except httpx.HTTPError:
+            log.warning("async reply delivery failed")
+
+
+def render_fault(fault: SoapFault, relates_to: str | None) -> tuple[bytes, int]:
+    headers = response_headers(fault.action, relates_to)
+    headers += not_understood_headers(fault)
+    if fault.code is FaultCode.VERSION_MISMATCH:
+        headers.append(upgrade_header())
+    return build_envelope(headers, build_fault_element(fault)), fault.status
+
+
+def reply_allowed(address: str, allowlist: list[str]) -> bool:
+    """https only, and scheme/host/port equal to an allow-listed prefix whose path it extends."""
+    try:
+        target = urlsplit(address)
+        if target.scheme != "https" or not target.hostname:
+            return False
+        for entry in allowlist:
+            allowed = urlsplit(entry)
+            if (
+                allowed.scheme == "https"
+                and allowed.hostname == target.hostname
+                and (allowed.port or 443) == (target.port or 443)
+                and target.path.startswith(allowed.path or "/")
+            ):
+                return True
+    except ValueError:
+        return False
+    return False
+
+
+def _xcpd_initiator(payload: etree._Element) -> str:
+    """The initiating gateway's HCID from controlActProcess/authorOrPerformer (XCPD, verify)."""
+    if payload.tag != q(HL7, "PRPA_IN201305UV02"):
+        return ""
+    ids = payload.xpath(
+        "h:controlActProcess/h:authorOrPerformer/h:assignedDevice/h:id/@root", namespaces={"h": HL7}
+    )
+    return normalise_hcid(str(ids[0])) if ids else ""
+
+
+def _context(
+    addressing: Addressing, xua: XuaAttributes, initiating: str, partner: str, transaction: str
+) -> common_pb2.RequestContext:
+    return common_pb2.RequestContext(
+        correlation_id=addressing.message_id or "",
+        partner_id=partner,
+        user_id=xua.subject_id,
+        user_name=xua.subject_id,
+        user_role=xua.role,
+        organization_name=xua.organization,
+        organization_id=xua.organization_id,
+        purpose_of_use=xua.purpose_of_use,
+        home_community_id=initiating,
+        transaction=transaction,
+    )
+
+
+async def _ready(app: FastAPI) -> tuple[bool, dict[str, str]]:
+    gw: Gateway = app.state.gateway
+    timeout = gw.settings.readiness_timeout_seconds
+
+    async def redis_ok() -> bool:
+        try:
+            return await asyncio.wait_for(gw.store.ping(), timeout)
+        except Exception:  # any failure means not ready; the reason is in the Redis client log
+            return False
+
+    names = [PDS, GPCONNECT, CCDA, TOKEN]
+    results = await asyncio.gather(redis_ok(), *(gw.backends.health(n, timeout) for n in names))
+    checks = {"redis": results[0], **dict(zip(names, results[1:], strict=True))}
+    return all(checks.values()), {k: "ok" if v else "failing" for k, v in checks.items()}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Clients are created here (not at import): Redis, one gRPC channel per backend, httpx."""
+    settings: Settings = app.state.settings
+    redis = create_redis(
+        settings.redis_url.get_secret_value(), timeout=settings.readiness_timeout_seconds * 2
+    )
+    backends = Backends(settings)
+    store = Store(redis, settings)
+    app.state.gateway = Gateway(
+        settings, store, backends, DocumentService(settings, store, backends)
+    )
+    app.state.http = httpx.AsyncClient(
+        timeout=settings.async_reply_timeout_seconds, follow_redirects=False
+    )
+    try:
+        yield
+    finally:
+        await app.state.http.aclose()
+        await backends.close()
+        await redis.aclose()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="soap-edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.settings = settings
+    dispatcher = Dispatcher(app)
+
+    def soap_post(path: str) -> None:
+        async def endpoint(request: Request) -> Response:
+            return await dispatcher.handle(request, path)
+
+        app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
+
+        async def wsdl(request: Request) -> Response:
+            if "wsdl" not in {k.lower() for k in request.query_params}:
+                fault = sender("Use POST for SOAP requests, or GET ?wsdl", http_status=405)
+                return dispatcher.fault_response(fault, None, path.strip("/").upper())
+            base = settings.public_base_url.rstrip("/")
+            address = f"{base}{path}" if base else str(request.url.replace(query=""))
+            body = build_wsdl(path.strip("/").upper(), _WSDL_OPERATIONS[path], address)
+            return Response(body, 200, headers={"content-type": "text/xml; charset=UTF-8"})
+
+        app.add_api_route(path, wsdl, methods=["GET"], include_in_schema=False)
+
+    for path in ENDPOINTS:
+        soap_post(path)
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "live"})
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        ok, checks = await _ready(app)
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        reason = "No SOAP endpoint at this address" if status == 404 else "Request not allowed here"
+        fault = sender(reason, http_status=status) if status < 500 else receiver()
+        return dispatcher.fault_response(fault, None, "HTTP")
+
+    async def unhandled(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return dispatcher.fault_response(receiver(), None, "HTTP")
+
+    # Never a JSON or HTML error, never a stack trace (ihe-xca-rules §2).
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unhandled)
+    return app

@@ -1,0 +1,124 @@
+"""soap-edge settings: env prefix SOAP_EDGE_; dependency addresses from un-prefixed *_ADDR."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from xcagw_common.settings import BaseServiceSettings, dependency_addr
+
+NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
+# Epic Care Everywhere id (CEID) domain seen in eHealth Exchange traffic (prior-art lessons §5).
+EPIC_CEID_OID = "1.2.840.114350.1.13.525.3.7.3.688884.100"
+
+
+def _bare_oid(value: str) -> str:
+    value = value.strip()
+    return value[len("urn:oid:") :] if value.lower().startswith("urn:oid:") else value
+
+
+class Settings(BaseServiceSettings):
+    """Everything soap-edge reads from the environment. Lists are JSON (`'["a","b"]'`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOAP_EDGE_", extra="ignore", populate_by_name=True
+    )
+
+    pds_adapter_addr: str = dependency_addr("PDS_ADAPTER_ADDR", "127.0.0.1:50052")
+    gpconnect_adapter_addr: str = dependency_addr("GPCONNECT_ADAPTER_ADDR", "127.0.0.1:50053")
+    ccda_converter_addr: str = dependency_addr("CCDA_CONVERTER_ADDR", "127.0.0.1:50054")
+    token_service_addr: str = dependency_addr("TOKEN_SERVICE_ADDR", "127.0.0.1:50051")
+
+    # Identity of this responding gateway (ihe-xca-rules §4.4, §6).
+    home_community_id: str = Field(
+        default="2.16.840.1.113883.2.1.3.34.9001",
+        description="Our homeCommunityId (OID, with or without urn:oid:). Also the HL7 device id.",
+    )
+    additional_home_community_ids: list[str] = Field(
+        default_factory=list, description="Further HCIDs this gateway answers for."
+    )
+    repository_unique_id: str = Field(
+        default="2.16.840.1.113883.2.1.3.34.9001.2", description="Our XDS repositoryUniqueId."
+    )
+    organization_name: str = Field(default="NHS XCA Gateway", description="Shown in HL7 replies.")
+    public_base_url: str = Field(
+        default="", description="External base URL used in WSDL addresses; empty = request URL."
+    )
+    processing_code: str = Field(
+        default="P", description="HL7 processingCode: P production, T training, D debugging."
+    )
+    ceid_domains: list[str] = Field(
+        default_factory=lambda: [EPIC_CEID_OID],
+        description="Patient id domains (OIDs) accepted via a stored CEID -> NHS number mapping.",
+    )
+    accept_xds_actions: bool = Field(
+        default=True,
+        description="Also answer ITI-18/ITI-43 actions (same bodies as ITI-38/ITI-39).",
+    )
+    partners: dict[str, str] = Field(
+        default_factory=dict, description="Initiating HCID (urn:oid:...) -> partner id."
+    )
+
+    # Redis retention (documented with the key names in store.py).
+    document_retention_seconds: int = Field(default=24 * 3600, ge=60)
+    ondemand_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    ceid_mapping_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    continuation_ttl_seconds: int = Field(default=600, ge=10)
+    generation_lock_seconds: float = Field(
+        default=45.0, gt=0, description="How long one request may hold a patient's generation lock."
+    )
+    require_query_before_retrieve: bool = Field(
+        default=False, description="ITI-39 only for documents the same partner found via ITI-38."
+    )
+
+    # Hardening.
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_xml_depth: int = Field(default=64, ge=8)
+    max_mime_parts: int = Field(default=16, ge=1)
+
+    # Timeouts: keep the whole exchange under the initiators' 15 s receive timeout (oehf/ipf#188).
+    pds_timeout_seconds: float = Field(default=5.0, gt=0)
+    gpconnect_timeout_seconds: float = Field(default=9.0, gt=0)
+    ccda_timeout_seconds: float = Field(default=5.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=0.5, gt=0)
+
+    # XCA "Asynchronous Web Services Exchange" option (ihe-xca-rules §1.4). Off: non-anonymous
+    # ReplyTo gets wsa:OnlyAnonymousAddressSupported.
+    async_replies_enabled: bool = False
+    async_reply_allowlist: list[str] = Field(
+        default_factory=list,
+        description="https URL prefixes a ReplyTo may point at when async replies are enabled.",
+    )
+    async_reply_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("home_community_id", "repository_unique_id")
+    @classmethod
+    def _oid(cls, value: str) -> str:
+        return _bare_oid(value)
+
+    @field_validator("additional_home_community_ids", "ceid_domains")
+    @classmethod
+    def _oids(cls, value: list[str]) -> list[str]:
+        return [_bare_oid(v) for v in value if v.strip()]
+
+    @field_validator("processing_code")
+    @classmethod
+    def _processing(cls, value: str) -> str:
+        if value not in ("P", "T", "D"):
+            raise ValueError("processing_code must be P, T or D")
+        return value
+
+    @property
+    def hcid(self) -> str:
+        """Our primary homeCommunityId in `urn:oid:` form."""
+        return f"urn:oid:{self.home_community_id}"
+
+    @property
+    def hcid_oids(self) -> frozenset[str]:
+        """Every HCID we answer for, as bare OIDs."""
+        return frozenset([self.home_community_id, *self.additional_home_community_ids])
+
+    def is_our_hcid(self, value: str) -> bool:
+        """Accepts `urn:oid:X` and, for partners that omit the prefix, a bare `X`."""
+        return _bare_oid(value) in self.hcid_oids

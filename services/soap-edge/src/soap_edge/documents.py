@@ -1,0 +1,187 @@
+"""The document pipeline behind ITI-38 and ITI-39: PDS check -> GP Connect -> C-CDA -> Redis, once.
+
+One stored snapshot per patient at a time. Concurrent requests for the same patient share one
+generation (a Redis lock), so the GP record is fetched once per miss (Xhuma fetched it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import re
+import time
+import uuid
+
+from soap_edge.backends import BackendFailure, Backends, FailureKind
+from soap_edge.config import Settings
+from soap_edge.metrics import DOCUMENTS_GENERATED
+from soap_edge.soap.ns import HL7, q
+from soap_edge.soap.parsing import XmlRejected, parse_untrusted
+from soap_edge.store import DocumentRecord, Store
+from soap_edge.xds import entry_uuid_for
+from xcagw.common.v1 import common_pb2
+from xcagw.pds.v1 import pds_adapter_pb2
+from xcagw_common.logging import pseudonymise
+from xcagw_common.metrics import CACHE_REQUESTS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TITLE = "GP Connect summary (CCD)"
+# An XDS uniqueId OID: dotted numbers, no leading zeros (ITI TF-3 4.2.3.2.26), at most 64 chars.
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+# HL7 TS: yyyy[mm[dd[hh[mm[ss[.f]]]]]][+/-zzzz]
+_TS = re.compile(r"^(\d{4,14})(?:\.\d+)?([+-]\d{4})?$")
+_POLL_SECONDS = 0.05
+
+
+def xds_unique_id(cda_document_id: str) -> str:
+    """The XDS uniqueId for a C-CDA id `root^extension`: the CDA id when it fits (TF-3 4.2.3.2.26).
+
+    `OID^extension` needs a root of at most 64 characters and an extension of at most 16; a UUID
+    extension or root becomes its 2.25 OID (ITU-T X.667); anything else gets a fresh 2.25 OID.
+    """
+    root, _, ext = cda_document_id.partition("^")
+    for candidate in (ext, root):
+        try:
+            return f"2.25.{uuid.UUID(candidate).int}"
+        except ValueError:
+            continue
+    if _OID.match(root) and len(root) <= 64:
+        if not ext:
+            return root
+        if len(ext) <= 16 and ext.isalnum() and len(root) + 1 + len(ext) <= 64:
+            return f"{root}^{ext}"
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def hl7_ts_to_dtm(value: str) -> str:
+    """HL7 TS -> XDS DTM in UTC (ITI TF-3 Table 4.2.3.1.7-2), or "" if it cannot be read."""
+    match = _TS.match(value.strip())
+    if not match:
+        return ""
+    digits, zone = match.groups()
+    if not zone or len(digits) < 12:
+        return digits
+    stamp = dt.datetime.strptime(digits[:12].ljust(12, "0"), "%Y%m%d%H%M")
+    sign = 1 if zone[0] == "+" else -1
+    offset = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
+    utc = stamp - offset
+    out = utc.strftime("%Y%m%d%H%M")
+    return out + digits[12:14] if len(digits) >= 14 else out
+
+
+def _ccd_facts(ccd: bytes, max_depth: int) -> tuple[str, str, str]:
+    """(title, serviceStartTime, serviceStopTime) from the CCD header (C-CDA R2.1 §1.1)."""
+    try:
+        root = parse_untrusted(ccd, max_bytes=len(ccd) + 1, max_depth=max_depth * 4)
+    except XmlRejected:
+        return "", "", ""
+    title = " ".join((root.findtext(q(HL7, "title")) or "").split())
+    eff = root.find(
+        f"{q(HL7, 'documentationOf')}/{q(HL7, 'serviceEvent')}/{q(HL7, 'effectiveTime')}"
+    )
+    start = stop = ""
+    if eff is not None:
+        low, high = eff.find(q(HL7, "low")), eff.find(q(HL7, "high"))
+        start = hl7_ts_to_dtm(low.get("value", "")) if low is not None else ""
+        stop = hl7_ts_to_dtm(high.get("value", "")) if high is not None else ""
+    return title[:256], start, stop
+
+
+_GENDER = {"male": "M", "female": "F", "other": "U", "unknown": "U"}
+
+
+def _name_parts(patient: pds_adapter_pb2.Patient) -> tuple[str, str]:
+    # PDS INT records often have only a "usual" name: prefer official, fall back to the first.
+    names = sorted(patient.names, key=lambda n: n.use != "official")
+    if not names:
+        return "", ""
+    return names[0].family, "&".join(names[0].given[:1])
+
+
+class DocumentService:
+    """Get the patient's current C-CDA from Redis, or build and store it exactly once."""
+
+    def __init__(self, settings: Settings, store: Store, backends: Backends) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+
+    async def check_patient(
+        self, ctx: common_pb2.RequestContext, nhs_number: str
+    ) -> pds_adapter_pb2.Patient:
+        """PDS lookup before anything is advertised or fetched; restricted -> BackendFailure."""
+        return await self.backends.get_patient(ctx, nhs_number)
+
+    async def current_or_generate(
+        self, ctx: common_pb2.RequestContext, nhs_number: str
+    ) -> DocumentRecord:
+        """The stored snapshot, or a new one. Raises BackendFailure or redis errors."""
+        existing = await self.store.current_document(nhs_number)
+        if existing is not None:
+            CACHE_REQUESTS.labels("ccd", "hit").inc()
+            return existing
+        CACHE_REQUESTS.labels("ccd", "miss").inc()
+        deadline = time.monotonic() + self.settings.generation_lock_seconds
+        while True:
+            token = await self.store.acquire_generation_lock(nhs_number)
+            if token is not None:
+                try:
+                    # Another request may have finished between our miss and the lock.
+                    existing = await self.store.current_document(nhs_number)
+                    if existing is not None:
+                        return existing
+                    return await self._generate(ctx, nhs_number)
+                finally:
+                    await self.store.release_generation_lock(nhs_number, token)
+            # Someone else is generating: wait for their result instead of calling GP Connect again.
+            while await self.store.generation_locked(nhs_number):
+                if time.monotonic() > deadline:
+                    raise BackendFailure("soap-edge", FailureKind.BUSY)
+                await asyncio.sleep(_POLL_SECONDS)
+            existing = await self.store.current_document(nhs_number)
+            if existing is not None:
+                return existing
+            if time.monotonic() > deadline:
+                raise BackendFailure("soap-edge", FailureKind.BUSY)
+
+    async def _generate(self, ctx: common_pb2.RequestContext, nhs_number: str) -> DocumentRecord:
+        # Restricted records never reach GP Connect (Xhuma's rule, nhs-apis §1.6).
+        patient = await self.check_patient(ctx, nhs_number)
+        current = patient.nhs_number or nhs_number
+        record = await self.backends.structured_record(ctx, current)
+        converted = await self.backends.convert(ctx, record.bundle_json)
+        content = converted.ccd_xml
+        unique_id = xds_unique_id(converted.document_id)
+        title, start, stop = _ccd_facts(content, self.settings.max_xml_depth)
+        family, given = _name_parts(patient)
+        doc = DocumentRecord(
+            unique_id=unique_id,
+            entry_uuid=entry_uuid_for(unique_id),
+            nhs_number=current,
+            # ITI TF-3 4.2.3.2.10/.18: SHA-1 and size of exactly the bytes ITI-39 returns.
+            hash=hashlib.sha1(content, usedforsecurity=False).hexdigest(),
+            size=len(content),
+            creation_time=dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"),
+            title=title or DEFAULT_TITLE,
+            content=content,
+            service_start=start,
+            service_stop=stop,
+            gp_ods_code=record.ods_code or patient.gp_ods_code,
+            family=family,
+            given=given,
+            birth_date=patient.birth_date.replace("-", ""),
+            gender=_GENDER.get(patient.gender, ""),
+            cda_id=converted.document_id,
+        )
+        await self.store.save_document(doc, also_for=(nhs_number,))
+        DOCUMENTS_GENERATED.inc()
+        log.info(
+            "document generated",
+            extra={
+                "ecs": {"xcagw.patient": pseudonymise(current), "xcagw.document.size": doc.size}
+            },
+        )
+        return doc
