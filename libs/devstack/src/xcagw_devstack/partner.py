@@ -25,6 +25,8 @@ NS = {
     "xdsb": "urn:ihe:iti:xds-b:2007",
     "xop": "http://www.w3.org/2004/08/xop/include",
     "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
+    "saml2": "urn:oasis:names:tc:SAML:2.0:assertion",
 }
 NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
 FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
@@ -47,7 +49,133 @@ def _sub(parent: etree._Element, prefix: str, local: str, **attrib: str) -> etre
     return etree.SubElement(parent, _q(prefix, local), attrib)
 
 
-def envelope(action: str, body: etree._Element, *, to: str) -> tuple[bytes, str]:
+@dataclass
+class Requester:
+    """Who the partner says is asking (IHE XUA, ITI TF-2b 3.40.4.1.2 attributes)."""
+
+    subject_id: str = "Dr Alice Example"
+    organization: str = "Example Hospital"
+    organization_id: str = "urn:oid:1.2.3.4.5.1"
+    role_code: str = "112247003"  # SNOMED CT "Medical doctor"
+    purpose_of_use: str = "TREATMENT"
+    home_community_id: str = "urn:oid:1.2.3.4.5.1"
+    issuer: str = "CN=xcagw dev partner"
+    audience: str = ""
+    lifetime_seconds: int = 300
+
+
+def _attribute(statement: etree._Element, name: str) -> etree._Element:
+    attr = _sub(statement, "saml2", "Attribute", Name=name)
+    return _sub(attr, "saml2", "AttributeValue")
+
+
+def xua_assertion(requester: Requester, *, resource_id: str = "") -> etree._Element:
+    """An ITI-40 SAML 2.0 assertion (unsigned; `sign_assertion` adds the XML signature)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    assertion = etree.Element(
+        _q("saml2", "Assertion"),
+        nsmap={"saml2": NS["saml2"], "xsi": NS["xsi"]},
+        ID=f"_{uuid.uuid4()}",
+        IssueInstant=now.strftime(fmt),
+        Version="2.0",
+    )
+    issuer = _sub(
+        assertion,
+        "saml2",
+        "Issuer",
+        Format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
+    )
+    issuer.text = requester.issuer
+    subject = _sub(assertion, "saml2", "Subject")
+    name_id = _sub(
+        subject,
+        "saml2",
+        "NameID",
+        Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+    )
+    name_id.text = requester.subject_id
+    _sub(subject, "saml2", "SubjectConfirmation", Method="urn:oasis:names:tc:SAML:2.0:cm:bearer")
+    conditions = _sub(
+        assertion,
+        "saml2",
+        "Conditions",
+        NotBefore=now.strftime(fmt),
+        NotOnOrAfter=(now + dt.timedelta(seconds=requester.lifetime_seconds)).strftime(fmt),
+    )
+    if requester.audience:
+        restriction = _sub(conditions, "saml2", "AudienceRestriction")
+        _sub(restriction, "saml2", "Audience").text = requester.audience
+    authn = _sub(assertion, "saml2", "AuthnStatement", AuthnInstant=now.strftime(fmt))
+    context = _sub(authn, "saml2", "AuthnContext")
+    _sub(
+        context, "saml2", "AuthnContextClassRef"
+    ).text = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
+    statement = _sub(assertion, "saml2", "AttributeStatement")
+    _attribute(
+        statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+    ).text = requester.subject_id
+    _attribute(
+        statement, "urn:oasis:names:tc:xspa:1.0:subject:organization"
+    ).text = requester.organization
+    _attribute(
+        statement, "urn:oasis:names:tc:xspa:1.0:subject:organization-id"
+    ).text = requester.organization_id
+    _attribute(statement, "urn:ihe:iti:xca:2010:homeCommunityId").text = requester.home_community_id
+    role = _attribute(statement, "urn:oasis:names:tc:xacml:2.0:subject:role")
+    etree.SubElement(
+        role,
+        _q("hl7", "Role"),
+        {
+            _q("xsi", "type"): "CE",
+            "code": requester.role_code,
+            "codeSystem": "2.16.840.1.113883.6.96",
+            "codeSystemName": "SNOMED_CT",
+        },
+        nsmap={None: NS["hl7"]},
+    )
+    purpose = _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse")
+    etree.SubElement(
+        purpose,
+        _q("hl7", "PurposeOfUse"),
+        {
+            _q("xsi", "type"): "CE",
+            "code": requester.purpose_of_use,
+            "codeSystem": "2.16.840.1.113883.3.18.7.1",
+            "codeSystemName": "nhin-purpose",
+        },
+        nsmap={None: NS["hl7"]},
+    )
+    if resource_id:
+        _attribute(
+            statement, "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
+        ).text = resource_id
+    return assertion
+
+
+def sign_assertion(assertion: etree._Element, key_pem: bytes, cert_pem: bytes) -> etree._Element:
+    """Enveloped XML signature (RSA-SHA256, exclusive c14n) placed after the Issuer."""
+    from signxml.signer import XMLSigner  # dev/test-only dependency of the partner client
+
+    signer = XMLSigner(c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")
+    signed: etree._Element = signer.sign(
+        assertion, key=key_pem, cert=cert_pem.decode(), reference_uri=assertion.get("ID")
+    )
+    # SAML 2.0 core 5.4.1: the Signature must follow the Issuer.
+    signature = signed.find("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    if signature is not None:
+        signed.remove(signature)
+        signed.insert(1, signature)
+    return signed
+
+
+def envelope(
+    action: str,
+    body: etree._Element,
+    *,
+    to: str,
+    assertion: etree._Element | None = None,
+) -> tuple[bytes, str]:
     """A SOAP 1.2 envelope with WS-Addressing headers; returns (bytes, MessageID)."""
     message_id = f"urn:uuid:{uuid.uuid4()}"
     env = etree.Element(_q("env", "Envelope"), nsmap={"env": NS["env"], "wsa": NS["wsa"]})
@@ -61,6 +189,10 @@ def envelope(action: str, body: etree._Element, *, to: str) -> tuple[bytes, str]
     to_el = _sub(header, "wsa", "To")
     to_el.set(_q("env", "mustUnderstand"), "true")
     to_el.text = to
+    if assertion is not None:
+        security = etree.SubElement(header, _q("wsse", "Security"), nsmap={"wsse": NS["wsse"]})
+        security.set(_q("env", "mustUnderstand"), "true")
+        security.append(assertion)
     _sub(env, "env", "Body").append(body)
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8"), message_id
 
@@ -211,9 +343,30 @@ def parse_reply(response: httpx.Response) -> Reply:
 class PartnerClient:
     """Sends IHE requests to a soap-edge base URL as an XCA initiating gateway would."""
 
-    def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        requester: Requester | None = None,
+        signing_key: bytes = b"",
+        signing_cert: bytes = b"",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client or httpx.AsyncClient(timeout=60)
+        # Partners send XUA with every transaction; None sends no assertion at all.
+        self.requester = requester if requester is not None else Requester()
+        self.send_xua = True
+        self.signing_key = signing_key
+        self.signing_cert = signing_cert
+
+    def assertion(self) -> etree._Element | None:
+        if not self.send_xua:
+            return None
+        element = xua_assertion(self.requester)
+        if self.signing_key and self.signing_cert:
+            element = sign_assertion(element, self.signing_key, self.signing_cert)
+        return element
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -222,7 +375,7 @@ class PartnerClient:
         self, transaction: str, body: etree._Element, *, headers: dict[str, str] | None = None
     ) -> Reply:
         url = f"{self.base_url}/{transaction}"
-        payload, _ = envelope(ACTIONS[transaction], body, to=url)
+        payload, _ = envelope(ACTIONS[transaction], body, to=url, assertion=self.assertion())
         response = await self._client.post(
             url,
             content=payload,
