@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from xcagw_devstack.launcher import Stack
+from xcagw_devstack.otlp_sink import OtlpSink
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,13 +20,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def otlp_sink() -> Iterator[OtlpSink]:
+    """An OTLP/HTTP receiver every service of the session's stack exports its spans to."""
+    with OtlpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iterator[Stack]:
     """One local stack for the session; its logs' last lines are printed if it fails to start."""
     if os.environ.get("E2E_SOAP_EDGE_URL"):
         pytest.skip("E2E_SOAP_EDGE_URL is set: tests needing a local stack's processes are skipped")
     workdir = tmp_path_factory.mktemp("stack")
-    stack = Stack(workdir=workdir, free_ports=True, echo=False)
-    stack.start(timeout=120)
+    overrides = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    stack = Stack(workdir=workdir, free_ports=True, echo=False, overrides=overrides)
+    stack.start(timeout=180)
     try:
         yield stack
     finally:
