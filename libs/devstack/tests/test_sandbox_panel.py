@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xcagw_devstack.sandbox.nhs_number import is_valid_nhs_number
+from xcagw_common.nhs_number import is_valid_nhs_number
 from xcagw_devstack.sandbox.panel import PANEL, PRACTICES, get_patient, get_practice
 
 SANDBOX_MD = Path(__file__).resolve().parents[1] / "SANDBOX.md"

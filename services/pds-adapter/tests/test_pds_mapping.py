@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from pds_adapter import errors, mapping, servicer
-from pds_adapter.nhs_number import is_valid_nhs_number, normalise_nhs_number
 from xcagw.pds.v1 import pds_adapter_pb2
+from xcagw_common.nhs_number import is_valid_nhs_number, normalise_nhs_number
 from xcagw_common.testing import shared_dir
 
 PDS_DIR = shared_dir() / "nhs" / "pds"

@@ -65,16 +65,19 @@ def server_credentials(settings: BaseServiceSettings) -> grpc.ServerCredentials 
 async def _check_ready(app: GrpcApp) -> bool:
     for check in app.readiness_checks:
         try:
-            await asyncio.wait_for(check(), timeout=2.0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the check completes, which would keep this loop alive after SIGTERM.
+            async with asyncio.timeout(2.0):
+                await check()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             log.warning("readiness check failed: %s", type(exc).__name__)
             return False
     return True
 
 
-async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer) -> None:
+async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer, stop: asyncio.Event) -> None:
     last: bool | None = None
-    while True:
+    while not stop.is_set():
         ready = await _check_ready(app)
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -86,7 +89,9 @@ async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer) -> None:
         for name in ["", *(b.full_name for b in app.bindings)]:
             await servicer.set(name, status)
         last = ready
-        await asyncio.sleep(app.readiness_interval_seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(app.readiness_interval_seconds):
+                await stop.wait()
 
 
 async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> None:
@@ -118,9 +123,9 @@ async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> Non
         "gRPC server started",
         extra={"ecs": {"server.port": app.bound_port, "labels.metrics_port": app.metrics_port}},
     )
-    readiness = asyncio.create_task(_readiness_loop(app, health_servicer))
-
     stop = stop_event or asyncio.Event()
+    readiness = asyncio.create_task(_readiness_loop(app, health_servicer, stop))
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -129,9 +134,9 @@ async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> Non
         await stop.wait()
     finally:
         log.info("shutting down")
+        # The loop ends on `stop`; cancel too in case a check is stuck, and never wait forever.
         readiness.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await readiness
+        await asyncio.wait({readiness}, timeout=3.0)
         # Kubernetes and the launcher see NOT_SERVING first, then in-flight RPCs finish.
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_seconds)

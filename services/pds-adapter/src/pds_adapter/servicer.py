@@ -61,11 +61,11 @@ from pds_adapter import mapping
 from pds_adapter.cache import PatientCache
 from pds_adapter.errors import AdapterError, error_from_response
 from pds_adapter.fhir_client import PdsClient, PdsResponse
-from pds_adapter.nhs_number import normalise_nhs_number
 from xcagw.common.v1 import common_pb2
 from xcagw.pds.v1 import pds_adapter_pb2, pds_adapter_pb2_grpc
 from xcagw_common.errors import abort
 from xcagw_common.logging import correlation_id_var, partner_id_var, pseudonymise
+from xcagw_common.nhs_number import normalise_nhs_number
 from xcagw_common.resilience import Deadline
 
 log = logging.getLogger(__name__)

@@ -1,28 +1,13 @@
-"""Patient identifiers: NHS number check (Modulus 11) and HL7 v2 CX values used in XDS metadata."""
+"""Patient identifiers: HL7 v2 CX values used in XDS metadata (and the shared NHS number check)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from soap_edge.config import NHS_NUMBER_OID
+from xcagw_common.nhs_number import normalise_nhs_number
 
-
-def normalise_nhs_number(value: str) -> str | None:
-    """The 10-digit NHS number, or None when it fails the format or Modulus 11 check.
-
-    NHS Data Dictionary "NHS NUMBER": weights 10..2 over digits 1-9, check = 11 - (sum mod 11),
-    11 -> 0, 10 -> invalid. Non-digits are invalid, never an exception.
-    """
-    digits = value.replace(" ", "")
-    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
-        return None
-    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True))
-    check = 11 - (total % 11)
-    if check == 11:
-        check = 0
-    if check == 10 or check != int(digits[9]):
-        return None
-    return digits
+__all__ = ["Cx", "nhs_cx", "normalise_nhs_number", "parse_cx"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from xcagw_devstack.sandbox.nhs_number import is_valid_nhs_number
+from xcagw_common.nhs_number import is_valid_nhs_number
 from xcagw_devstack.sandbox.outcomes import gpc_outcome, ssp_outcome
 from xcagw_devstack.sandbox.panel import GpPractice, get_patient, get_practice
 from xcagw_devstack.sandbox.sds import GET_STRUCTURED, structured_base

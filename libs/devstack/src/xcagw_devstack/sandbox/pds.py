@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from xcagw_devstack.sandbox.nhs_number import is_valid_nhs_number
+from xcagw_common.nhs_number import is_valid_nhs_number
 from xcagw_devstack.sandbox.outcomes import json_response, pds_outcome
 from xcagw_devstack.sandbox.panel import PANEL, PanelPatient, get_patient
 from xcagw_devstack.sandbox.state import get_state

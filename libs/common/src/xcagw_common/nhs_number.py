@@ -1,4 +1,4 @@
-"""NHS number validation (Modulus 11), applied before any PDS call."""
+"""NHS number validation (Modulus 11): one implementation for every service and the sandbox."""
 
 from __future__ import annotations
 
