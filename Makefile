@@ -8,7 +8,7 @@ SRC_DIRS := libs/common/src libs/devstack/src $(wildcard services/*/src)
 PKG_FILES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help install lock proto proto-check fmt lint typecheck check unit e2e test run sandbox bench clean
+.PHONY: help install lock proto proto-check fmt lint typecheck check unit e2e test run sandbox bench docs docs-examples demo clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,15 @@ sandbox: install ## Run the NHS sandbox alone
 
 bench: install ## Benchmarks (converter, SOAP, throughput); figures go to docs/
 	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
+
+docs: install ## Regenerate docs/reference/ from the code and build the site (mkdocs --strict)
+	$(BIN)/python scripts/gen_docs.py && $(BIN)/mkdocs build --strict
+
+docs-examples: install ## Re-capture the partner pages' example messages from a real local stack
+	$(BIN)/python scripts/docs_examples.py
+
+demo: install ## ITI-47 -> ITI-38 -> ITI-39 against the running `make run` stack (NHS=9000000009)
+	$(BIN)/xcagw demo --nhs-number $${NHS:-9000000009} --out out
 
 clean: ## Remove the venv, caches and local stack state
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache
