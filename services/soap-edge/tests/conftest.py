@@ -53,6 +53,12 @@ def clean(redis_server: RedisServer, fakes: FakeBackends) -> None:
     fakes.reset()
 
 
+DEV_PARTNERS: dict[str, Any] = {
+    "anonymous_partner": "anonymous",
+    "partners": [{"id": "anonymous", "saml": {"required": False, "verify": False}}],
+}
+
+
 def make_settings(redis_url: str, fakes: FakeBackends, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
@@ -63,6 +69,10 @@ def make_settings(redis_url: str, fakes: FakeBackends, **overrides: Any) -> Sett
         "home_community_id": HCID_OID,
         "repository_unique_id": REPO,
         "readiness_timeout_seconds": 0.5,
+        # Development partner (as make run's): no client certificate, XUA read but not verified.
+        # The security layer itself is tested with real partners in test_security_*.py.
+        "partner_registry": DEV_PARTNERS,
+        "allow_insecure_dev_partners": True,
         **overrides,
     }
     return Settings(**values)

@@ -324,7 +324,7 @@ async def test_unexpected_error_is_a_receiver_fault(client, check, monkeypatch) 
     def explode(*_a, **_k):  # type: ignore[no-untyped-def]
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(app_module, "read_xua", explode)
+    monkeypatch.setattr(app_module, "_context", explode)
     resp = await post(
         client, "/iti47", envelope(PDQ, pdq_body(ids=[(NHS_OID, JANE)]), message_id="urn:uuid:boom")
     )

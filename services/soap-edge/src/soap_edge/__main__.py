@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
-from soap_edge.app import create_app
+from soap_edge.app import create_app, create_management_app
 from soap_edge.config import Settings
+from soap_edge.security.mtls import TlsPeerH11Protocol
+from soap_edge.security.runtime import server_ssl_context
 from xcagw_common import telemetry
 from xcagw_common.logging import setup_logging
 
@@ -28,6 +34,17 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
         FastAPIInstrumentor.instrument_app(app, excluded_urls="health/live,health/ready,metrics")
     except ImportError:  # pragma: no cover - the dependency is declared; keep serving without it
         log.warning("FastAPI instrumentation unavailable")
+    tls: dict[str, Any] = {}
+    ssl_context = server_ssl_context(settings)
+    if ssl_context is not None:
+        # ihe-xca-rules §10.3: TLS 1.2+ with verified client certificates; the protocol class
+        # hands the verified peer certificate to the app (ASGI TLS extension).
+        tls = {
+            "http": TlsPeerH11Protocol,
+            "ssl_certfile": settings.tls_cert_file,
+            "ssl_keyfile": settings.tls_key_file,
+            "ssl_context_factory": lambda _config, _default: ssl_context,
+        }
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -35,19 +52,55 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
         server_header=False,
+        # h11's own header limit, ahead of HardeningMiddleware's (HTTP 431 there).
+        h11_max_incomplete_event_size=settings.max_header_bytes + 1024,
+        **tls,
     )
     server = uvicorn.Server(config)
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    return server, _bind(settings.host, settings.port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    sock.bind((host, port))
     sock.listen(128)
-    return server, sock
+    return sock
+
+
+class _ManagementServer(uvicorn.Server):
+    """The management listener: the partner listener's server owns the signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_management_server(
+    settings: Settings, app: FastAPI
+) -> tuple[uvicorn.Server, socket.socket] | None:
+    """Plain-HTTP /health and /metrics listener when SOAP_EDGE_MANAGEMENT_PORT is set."""
+    if settings.management_port < 0:
+        return None
+    config = uvicorn.Config(
+        create_management_app(app),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+    )
+    return _ManagementServer(config), _bind(settings.host, settings.management_port)
 
 
 async def serve(settings: Settings) -> None:
     server, sock = build_server(settings)
     host, port = sock.getsockname()[:2]
-    log.info("soap-edge listening", extra={"ecs": {"url.full": f"http://{host}:{port}"}})
+    scheme = "https" if settings.tls_cert_file else "http"
+    log.info("soap-edge listening", extra={"ecs": {"url.full": f"{scheme}://{host}:{port}"}})
+    app = server.config.app
+    if not isinstance(app, FastAPI):  # pragma: no cover - build_server always passes the app
+        raise TypeError("soap-edge app expected")
+    management = build_management_server(settings, app)
     # uvicorn installs SIGINT/SIGTERM handlers: in-flight requests finish, then the lifespan
     # closes Redis and the gRPC channels. Afterwards it re-raises the signal to the handler it
     # replaced; a no-op there turns a graceful stop into exit status 0 instead of a death by
@@ -55,7 +108,18 @@ async def serve(settings: Settings) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _after_graceful_stop)
-    await server.serve(sockets=[sock])
+    if management is None:
+        await server.serve(sockets=[sock])
+        return
+    mgmt_server, mgmt_sock = management
+    mhost, mport = mgmt_sock.getsockname()[:2]
+    log.info("management listener", extra={"ecs": {"url.full": f"http://{mhost}:{mport}"}})
+    mgmt_task = asyncio.create_task(mgmt_server.serve(sockets=[mgmt_sock]))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        mgmt_server.should_exit = True
+        await mgmt_task
 
 
 def _after_graceful_stop(signum: int, frame: object) -> None:

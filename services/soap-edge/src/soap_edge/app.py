@@ -1,4 +1,10 @@
-"""FastAPI app built by `create_app(settings)`: SOAP endpoints, WSDL, health and metrics."""
+"""FastAPI app built by `create_app(settings)`: SOAP endpoints, WSDL, health and metrics.
+
+Every SOAP request passes the security layer (soap_edge.security, issue #9) before anything is
+processed: partner from the verified client certificate (before the body is read), routing,
+transaction permission, rate limit, XUA assertion. Each routed exchange is audited (ATNA,
+ITI-20) in Redis before its response is released.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +24,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from soap_edge import iti38, iti39, iti47, iti55
+from soap_edge import auditing, iti38, iti39, iti47, iti55
 from soap_edge.backends import CCDA, GPCONNECT, PDS, TOKEN, Backends
 from soap_edge.config import Settings
 from soap_edge.documents import DocumentService
 from soap_edge.exchange import Exchange, Gateway, Reply, Route
 from soap_edge.metrics import SOAP_FAULTS, SOAP_LATENCY, SOAP_REQUESTS
+from soap_edge.security.audit import (
+    AUDIT_MESSAGES,
+    OUTCOME_MAJOR_FAILURE,
+    OUTCOME_SERIOUS_FAILURE,
+    AuditUnavailable,
+)
+from soap_edge.security.errors import RateLimited, SecurityError
+from soap_edge.security.faults import security_fault
+from soap_edge.security.gate import Caller
+from soap_edge.security.headers import HardeningMiddleware
+from soap_edge.security.runtime import SecurityRuntime, hardening_config
+from soap_edge.security.xua import XuaIdentity, check_resource_id
 from soap_edge.soap.envelope import Envelope, build_envelope, read_envelope
 from soap_edge.soap.faults import (
     ACTION_NOT_SUPPORTED,
@@ -46,7 +64,7 @@ from soap_edge.soap.wsa import (
     read_message_id,
     response_headers,
 )
-from soap_edge.soap.xua import XuaAttributes, normalise_hcid, read_xua
+from soap_edge.soap.xua import normalise_hcid
 from soap_edge.store import Store
 from soap_edge.wsdl import build_wsdl
 from xcagw.common.v1 import common_pb2
@@ -118,11 +136,25 @@ class Dispatcher:
         s: Settings = self.app.state.settings
         return s
 
+    @property
+    def security(self) -> SecurityRuntime:
+        sec: SecurityRuntime = self.app.state.security
+        return sec
+
     async def handle(self, request: Request, endpoint: str) -> Response:
         start = time.perf_counter()
         relates_to: str | None = None
         transaction = endpoint.strip("/").upper()
+        caller: Caller | None = None
+        env: Envelope | None = None
+        addressing: Addressing | None = None
+        route: Route | None = None
+        exchange: Exchange | None = None
         try:
+            # Issue #9: the partner comes from its verified certificate, before the body is read;
+            # an unknown partner gets a fault and nothing of its message is processed.
+            caller = self.security.gate.identify(request.scope)
+            partner_id_var.set(caller.partner.id)
             env = await self._read(request)
             relates_to = read_message_id(env)
             # SOAP 1.2 Part 1 §2.6: mustUnderstand is checked before anything is processed.
@@ -130,20 +162,125 @@ class Dispatcher:
             addressing = read_addressing(env)
             route = self._route(endpoint, addressing.action or "", env.payload)
             transaction = route.transaction
-            exchange = self._exchange(route, env, addressing)
+            # Permission, rate limit, then the XUA signature (the costly check last).
+            identity = await self.security.gate.admit(
+                caller, transaction, env.root, endpoint_audiences=self._audiences(request, endpoint)
+            )
+            exchange = self._exchange(route, env, addressing, caller, identity)
+            self._check_resource_id(exchange)
             if not addressing.anonymous_reply:
-                return self._accept_async(route, exchange)
+                return self._accept_async(route, exchange, request, endpoint)
             reply = await route.handler(self.gateway, exchange)
+            # ATNA: the audit record is buffered before the response (and its data) leaves.
+            await self._audit_or_withhold(request, endpoint, exchange, reply)
             SOAP_REQUESTS.labels(transaction, reply.outcome).inc()
             body, content_type = self._render(route, reply, relates_to)
             return Response(body, 200, headers={"content-type": content_type})
+        except (SecurityError, RateLimited) as err:
+            if isinstance(err, SecurityError) and route and env and addressing and caller:
+                # A refused attempt at a known transaction is a security-relevant event.
+                refused = exchange or self._exchange(route, env, addressing, caller, None)
+                await self._audit_quietly(
+                    request, endpoint, refused, OUTCOME_SERIOUS_FAILURE, err.metric_reason
+                )
+            return self.fault_response(security_fault(err), relates_to, transaction)
+        except AuditUnavailable:
+            log.error("ATNA audit could not be buffered: response withheld")
+            fault = receiver("The gateway could not record the audit trail; try again later.")
+            return self.fault_response(fault, relates_to, transaction)
         except SoapFault as fault:
+            if exchange is not None:
+                await self._audit_quietly(
+                    request, endpoint, exchange, OUTCOME_SERIOUS_FAILURE, "fault"
+                )
             return self.fault_response(fault, relates_to, transaction)
         except Exception:
             log.exception("unhandled error in SOAP endpoint")
+            if exchange is not None:
+                await self._audit_quietly(
+                    request, endpoint, exchange, OUTCOME_MAJOR_FAILURE, "internal error"
+                )
             return self.fault_response(receiver(), relates_to, transaction)
         finally:
             SOAP_LATENCY.labels(transaction).observe(time.perf_counter() - start)
+
+    # ---- security and audit (issue #9) ---------------------------------------------------------
+    def _endpoint_url(self, request: Request, endpoint: str) -> str:
+        base = self.settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")
+        return f"{base}{endpoint}"
+
+    def _audiences(self, request: Request, endpoint: str) -> list[str]:
+        """SAML audiences that name this gateway: its public endpoint and base URLs.
+
+        Only from configuration, never from the Host header: a partner could otherwise replay an
+        assertion meant for another relying party by naming that party's host.
+        """
+        base = self.settings.public_base_url.rstrip("/")
+        return [f"{base}{endpoint}", base, f"{base}/"] if base else []
+
+    @staticmethod
+    def _check_resource_id(exchange: Exchange) -> None:
+        """ihe-xca-rules §10.1: the asserted resource-id must be the patient asked about."""
+        identity = exchange.xua
+        if identity is None or not identity.verified or exchange.partner_config is None:
+            return
+        ids = [
+            p.split("^", 1)[0]
+            for p in auditing.request_patients(exchange.transaction, exchange.payload)
+        ]
+        check_resource_id(identity, exchange.partner_config, ids)
+
+    async def _audit(
+        self, request: Request, endpoint: str, exchange: Exchange, reply: Reply | None
+    ) -> None:
+        """Buffer the exchange's audit record (raises AuditUnavailable)."""
+        queue = self.security.audit
+        if queue is None or exchange.transaction not in auditing.AUDITED:
+            return
+        record = auditing.audit_record(
+            exchange,
+            reply=reply,
+            source_ip=request.client.host if request.client else "",
+            destination_url=self._endpoint_url(request, endpoint),
+            our_hcid=self.settings.hcid,
+        )
+        await queue.enqueue(record)
+
+    async def _audit_or_withhold(
+        self, request: Request, endpoint: str, exchange: Exchange, reply: Reply
+    ) -> None:
+        """Audit a reply. If Redis cannot take the record, a reply that discloses data is
+        withheld (AuditUnavailable propagates); a failure reply, which discloses nothing, still
+        goes out (ihe-xca-rules §2: a Redis outage is a RegistryError / AE, never a 500)."""
+        try:
+            await self._audit(request, endpoint, exchange, reply)
+        except AuditUnavailable:
+            if reply.outcome != "failure":
+                raise
+            AUDIT_MESSAGES.labels("lost").inc()
+            log.error("ATNA audit of a failure reply could not be buffered (nothing disclosed)")
+
+    async def _audit_quietly(
+        self, request: Request, endpoint: str, exchange: Exchange, outcome: int, why: str
+    ) -> None:
+        """Audit a failed exchange; the fault goes out whether or not this works."""
+        queue = self.security.audit
+        if queue is None or exchange.transaction not in auditing.AUDITED:
+            return
+        record = auditing.audit_record(
+            exchange,
+            reply=None,
+            outcome=outcome,
+            outcome_description=why,
+            source_ip=request.client.host if request.client else "",
+            destination_url=self._endpoint_url(request, endpoint),
+            our_hcid=self.settings.hcid,
+        )
+        try:
+            await queue.enqueue(record)
+        except AuditUnavailable:
+            AUDIT_MESSAGES.labels("lost").inc()
+            log.error("ATNA audit of a failed exchange could not be buffered")
 
     async def _read(self, request: Request) -> Envelope:
         limit = self.settings.max_request_bytes
@@ -192,10 +329,23 @@ class Dispatcher:
             wsa_subcode=ACTION_NOT_SUPPORTED,
         )
 
-    def _exchange(self, route: Route, env: Envelope, addressing: Addressing) -> Exchange:
-        xua = read_xua(env)
-        initiating = xua.home_community_id or _xcpd_initiator(env.payload)
-        partner = self.settings.partners.get(initiating) or initiating or "anonymous"
+    def _exchange(
+        self,
+        route: Route,
+        env: Envelope,
+        addressing: Addressing,
+        caller: Caller,
+        xua: XuaIdentity | None,
+    ) -> Exchange:
+        registered = sorted(caller.partner.home_community_ids)
+        # The verified assertion's HCID first, then the partner's registered one, and only for
+        # partners without either the XCPD sender device named in the message.
+        initiating = (
+            (xua.home_community_id if xua else "")
+            or (registered[0] if len(registered) == 1 else "")
+            or _xcpd_initiator(env.payload)
+        )
+        partner = caller.partner.id
         ctx = _context(addressing, xua, initiating, partner, route.transaction)
         correlation_id_var.set(ctx.correlation_id)
         partner_id_var.set(partner)
@@ -211,6 +361,7 @@ class Dispatcher:
             xua=xua,
             context=ctx,
             partner=partner,
+            partner_config=caller.partner,
         )
 
     def _render(
@@ -226,7 +377,8 @@ class Dispatcher:
         self, fault: SoapFault, relates_to: str | None, transaction: str
     ) -> Response:
         body, status = render_fault(fault, relates_to)
-        SOAP_FAULTS.labels(fault.code.value, fault.wsa_subcode or "").inc()
+        subcode = fault.wsa_subcode or (fault.subcode[2] if fault.subcode else "")
+        SOAP_FAULTS.labels(fault.code.value, subcode).inc()
         SOAP_REQUESTS.labels(transaction, "fault").inc()
         if fault.code is FaultCode.RECEIVER:
             log.error("SOAP fault", extra={"ecs": {"xcagw.fault.code": fault.code.value}})
@@ -240,14 +392,20 @@ class Dispatcher:
                     }
                 },
             )
-        return Response(body, status, headers={"content-type": SOAP_CONTENT_TYPE})
+        return Response(
+            body, status, headers={"content-type": SOAP_CONTENT_TYPE, **fault.http_headers}
+        )
 
     # ---- XCA asynchronous exchange option (ihe-xca-rules §1.4) ----------------------------------
-    def _accept_async(self, route: Route, exchange: Exchange) -> Response:
+    def _accept_async(
+        self, route: Route, exchange: Exchange, request: Request, endpoint: str
+    ) -> Response:
         reply_to = exchange.addressing.reply_to
-        if not self.settings.async_replies_enabled or not reply_allowed(
-            reply_to, self.settings.async_reply_allowlist
-        ):
+        # The partner registry's ReplyTo allow-list, plus the gateway-wide one.
+        allowlist = list(self.settings.async_reply_allowlist)
+        if exchange.partner_config is not None:
+            allowlist += exchange.partner_config.config.async_reply_to
+        if not self.settings.async_replies_enabled or not reply_allowed(reply_to, allowlist):
             fault = sender(
                 "Only the anonymous ReplyTo address is supported for this partner",
                 wsa_subcode=ONLY_ANONYMOUS,
@@ -256,15 +414,23 @@ class Dispatcher:
             raise fault
         # Acknowledge now; deliver the response once to the allow-listed https address.
         return Response(
-            status_code=202, background=BackgroundTask(self._deliver, route, exchange, reply_to)
+            status_code=202,
+            background=BackgroundTask(self._deliver, route, exchange, reply_to, request, endpoint),
         )
 
-    async def _deliver(self, route: Route, exchange: Exchange, address: str) -> None:
+    async def _deliver(
+        self, route: Route, exchange: Exchange, address: str, request: Request, endpoint: str
+    ) -> None:
         relates_to = exchange.message_id
         try:
             reply = await route.handler(self.gateway, exchange)
+            await self._audit_or_withhold(request, endpoint, exchange, reply)
             SOAP_REQUESTS.labels(route.transaction, reply.outcome).inc()
             body, content_type = self._render(route, reply, relates_to, to=address)
+        except AuditUnavailable:
+            log.error("ATNA audit could not be buffered: async response withheld")
+            body, _ = render_fault(receiver(), relates_to)
+            content_type = SOAP_CONTENT_TYPE
         except Exception:
             log.exception("async exchange failed")
             body, _ = render_fault(receiver(), relates_to)
@@ -320,20 +486,28 @@ def _xcpd_initiator(payload: etree._Element) -> str:
 
 
 def _context(
-    addressing: Addressing, xua: XuaAttributes, initiating: str, partner: str, transaction: str
+    addressing: Addressing,
+    xua: XuaIdentity | None,
+    initiating: str,
+    partner: str,
+    transaction: str,
 ) -> common_pb2.RequestContext:
-    return common_pb2.RequestContext(
+    """The RequestContext every backend call carries; the requester is the XUA subject (and so
+    the GP Connect JWT's requesting_practitioner)."""
+    ctx = common_pb2.RequestContext(
         correlation_id=addressing.message_id or "",
         partner_id=partner,
-        user_id=xua.subject_id,
-        user_name=xua.subject_id,
-        user_role=xua.role,
-        organization_name=xua.organization,
-        organization_id=xua.organization_id,
-        purpose_of_use=xua.purpose_of_use,
         home_community_id=initiating,
         transaction=transaction,
     )
+    if xua is not None:
+        ctx.user_id = xua.subject_id
+        ctx.user_name = xua.subject_id
+        ctx.user_role = xua.role_code
+        ctx.organization_name = xua.organization
+        ctx.organization_id = xua.organization_id
+        ctx.purpose_of_use = xua.purpose_of_use
+    return ctx
 
 
 async def _ready(app: FastAPI) -> tuple[bool, dict[str, str]]:
@@ -364,6 +538,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.gateway = Gateway(
         settings, store, backends, DocumentService(settings, store, backends)
     )
+    # Partner registry (a bad one stops start-up), rate limiter, XUA verifier, ATNA forwarder.
+    app.state.security = SecurityRuntime.start(settings, redis)
     app.state.http = httpx.AsyncClient(
         timeout=settings.async_reply_timeout_seconds, follow_redirects=False
     )
@@ -371,8 +547,35 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.http.aclose()
+        await app.state.security.stop()
         await backends.close()
         await redis.aclose()
+
+
+def _internal_routes(target: FastAPI, main: FastAPI) -> None:
+    """/health/live, /health/ready and /metrics of the `main` app, served by `target`."""
+
+    @target.get("/health/live", include_in_schema=False)
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "live"})
+
+    @target.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        ok, checks = await _ready(main)
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
+        )
+
+    @target.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+def create_management_app(main: FastAPI) -> FastAPI:
+    """The management listener (SOAP_EDGE_MANAGEMENT_PORT): health and metrics of `main`."""
+    app = FastAPI(title="soap-edge management", docs_url=None, redoc_url=None, openapi_url=None)
+    _internal_routes(app, main)
+    return app
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -380,6 +583,8 @@ def create_app(settings: Settings) -> FastAPI:
         title="soap-edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
+    # Outermost: security headers, no banner, CORS, header/body limits, internal paths.
+    app.add_middleware(HardeningMiddleware, config=hardening_config(settings))
     dispatcher = Dispatcher(app)
 
     def soap_post(path: str) -> None:
@@ -402,20 +607,9 @@ def create_app(settings: Settings) -> FastAPI:
     for path in ENDPOINTS:
         soap_post(path)
 
-    @app.get("/health/live", include_in_schema=False)
-    async def live() -> JSONResponse:
-        return JSONResponse({"status": "live"})
-
-    @app.get("/health/ready", include_in_schema=False)
-    async def ready() -> JSONResponse:
-        ok, checks = await _ready(app)
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
-        )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+    # On the partner listener only for internal_endpoint_cidrs, and not at all once a
+    # management listener is configured (HardeningMiddleware decides).
+    _internal_routes(app, app)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500

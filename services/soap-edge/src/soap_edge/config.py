@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -55,8 +57,81 @@ class Settings(BaseServiceSettings):
         default=True,
         description="Also answer ITI-18/ITI-43 actions (same bodies as ITI-38/ITI-39).",
     )
-    partners: dict[str, str] = Field(
-        default_factory=dict, description="Initiating HCID (urn:oid:...) -> partner id."
+
+    # Partners and security (issue #9; soap_edge.security). Secure by default: without a partner
+    # registry every SOAP request is refused.
+    partners_file: str = Field(
+        default="",
+        description="Partner registry file (YAML or JSON, format in soap_edge.security.partners).",
+    )
+    partner_registry: dict[str, Any] | None = Field(
+        default=None, description="The partner registry inline as JSON (instead of the file)."
+    )
+    allow_insecure_dev_partners: bool = Field(
+        default=False,
+        description="Development only: allow an anonymous partner (no client certificate) and "
+        "partners whose SAML is read without verification.",
+    )
+    tls_require_client_cert: bool = Field(
+        default=True,
+        description="With TLS on (tls_cert_file), refuse connections without a client "
+        "certificate verified against tls_client_ca_file.",
+    )
+    trusted_proxy_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Ingress addresses allowed to forward a verified client certificate.",
+    )
+    client_cert_header: str = Field(
+        default="x-forwarded-client-cert",
+        description="Header with the verified client certificate (PEM URL-escaped, base64 DER "
+        "or Envoy XFCC), read only from trusted_proxy_cidrs.",
+    )
+    xua_required: bool = Field(
+        default=True, description="Every request needs a signed XUA assertion (ITI-40)."
+    )
+    xua_audiences: list[str] = Field(
+        default_factory=list,
+        description="Accepted SAML audiences besides our endpoint URLs and each partner's own.",
+    )
+    xua_clock_skew_seconds: float = Field(default=60.0, ge=0, le=600)
+    default_rate_limit_per_second: float | None = Field(
+        default=None, gt=0, description="Rate limit for partners without their own."
+    )
+    default_rate_limit_burst: int = Field(default=10, ge=1)
+
+    # ATNA audit (ITI-20) to an Audit Record Repository over syslog TLS (RFC 5425).
+    arr_host: str = Field(
+        default="", description="Audit Record Repository host; empty disables ATNA audit."
+    )
+    arr_port: int = Field(default=6514, ge=1, le=65535, description="RFC 5425 port.")
+    arr_tls: bool = Field(default=True, description="TLS to the ARR (false: plain TCP, dev).")
+    arr_ca_file: str = Field(default="", description="CA bundle for the ARR certificate.")
+    arr_cert_file: str = Field(default="", description="Our client certificate for the ARR.")
+    arr_key_file: str = Field(default="", description="Our client key for the ARR.")
+    arr_server_name: str = Field(default="", description="ARR TLS name; empty = arr_host.")
+    audit_source_id: str = Field(
+        default="", description="AuditSourceID; empty = our homeCommunityId."
+    )
+    audit_enterprise_site_id: str = Field(default="", description="AuditEnterpriseSiteID.")
+    audit_utf8_bom: bool = Field(
+        default=True, description="Start the syslog MSG with a BOM (RFC 5424 §6.4)."
+    )
+
+    # HTTP hardening of the partner listener.
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS (none by default)."
+    )
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=64, ge=8)
+    internal_endpoint_cidrs: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Clients that may read /health and /metrics on the partner listener.",
+    )
+    management_port: int = Field(
+        default=-1,
+        ge=-1,
+        description="Separate plain-HTTP listener for /health and /metrics (0 = free port); "
+        "when set they leave the partner listener entirely. -1: none.",
     )
 
     # Redis retention (documented with the key names in store.py).

@@ -115,10 +115,26 @@ class DocumentService:
         """PDS lookup before anything is advertised or fetched; restricted -> BackendFailure."""
         return await self.backends.get_patient(ctx, nhs_number)
 
+    async def disclosable(self, ctx: common_pb2.RequestContext, nhs_number: str) -> bool:
+        """Whether stored data about this patient may be shown: PDS knows the patient and the
+        record is not restricted now. Other failures (PDS down) propagate."""
+        try:
+            await self.check_patient(ctx, nhs_number)
+        except BackendFailure as failure:
+            if failure.kind in (FailureKind.RESTRICTED, FailureKind.NOT_FOUND):
+                return False
+            raise
+        return True
+
     async def current_or_generate(
         self, ctx: common_pb2.RequestContext, nhs_number: str
     ) -> DocumentRecord:
-        """The stored snapshot, or a new one. Raises BackendFailure or redis errors."""
+        """The stored snapshot, or a new one. Raises BackendFailure or redis errors.
+
+        PDS is asked first, also when a snapshot is stored: a patient restricted (R/V/S) since
+        the snapshot was made must not get it disclosed from the cache (issue #9).
+        """
+        patient = await self.check_patient(ctx, nhs_number)
         existing = await self.store.current_document(nhs_number)
         if existing is not None:
             CACHE_REQUESTS.labels("ccd", "hit").inc()
@@ -133,7 +149,7 @@ class DocumentService:
                     existing = await self.store.current_document(nhs_number)
                     if existing is not None:
                         return existing
-                    return await self._generate(ctx, nhs_number)
+                    return await self._generate(ctx, nhs_number, patient)
                 finally:
                     await self.store.release_generation_lock(nhs_number, token)
             # Someone else is generating: wait for their result instead of calling GP Connect again.
@@ -147,9 +163,11 @@ class DocumentService:
             if time.monotonic() > deadline:
                 raise BackendFailure("soap-edge", FailureKind.BUSY)
 
-    async def _generate(self, ctx: common_pb2.RequestContext, nhs_number: str) -> DocumentRecord:
-        # Restricted records never reach GP Connect (Xhuma's rule, nhs-apis §1.6).
-        patient = await self.check_patient(ctx, nhs_number)
+    async def _generate(
+        self, ctx: common_pb2.RequestContext, nhs_number: str, patient: pds_adapter_pb2.Patient
+    ) -> DocumentRecord:
+        # Restricted records never reach GP Connect (Xhuma's rule, nhs-apis §1.6): `patient`
+        # passed the PDS check in current_or_generate.
         current = patient.nhs_number or nhs_number
         record = await self.backends.structured_record(ctx, current)
         converted = await self.backends.convert(ctx, record.bundle_json)

@@ -10,10 +10,11 @@ from lxml import etree
 from soap_edge.backends import Backends
 from soap_edge.config import Settings
 from soap_edge.documents import DocumentService
+from soap_edge.security.partners import Partner
+from soap_edge.security.xua import XuaIdentity
 from soap_edge.soap.envelope import Envelope
 from soap_edge.soap.mtom import Attachment
 from soap_edge.soap.wsa import Addressing
-from soap_edge.soap.xua import XuaAttributes
 from soap_edge.store import Store
 from xcagw.common.v1 import common_pb2
 
@@ -27,9 +28,11 @@ class Exchange:
     response_action: str
     envelope: Envelope
     addressing: Addressing
-    xua: XuaAttributes
+    # The requester from the verified XUA assertion (None when the partner sent none).
+    xua: XuaIdentity | None
     context: common_pb2.RequestContext
     partner: str
+    partner_config: Partner | None = None
 
     @property
     def payload(self) -> etree._Element:
@@ -50,6 +53,9 @@ class Reply:
     mtom: bool = False
     # Overrides the route's response action (ITI-47 cancel answers MCCI_IN000002UV01).
     action: str | None = None
+    # HL7 CX of patients the reply discloses that its XML does not name (ITI-39 documents);
+    # they go into the ATNA audit record only.
+    audit_patients: list[str] = field(default_factory=list)
 
 
 @dataclass

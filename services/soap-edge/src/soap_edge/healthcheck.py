@@ -8,7 +8,11 @@ import urllib.request
 
 
 def main() -> int:
-    port = os.environ.get("SOAP_EDGE_PORT", "8080")
+    # With a management listener the health endpoints live there (issue #9: not on the
+    # partner listener, which may also require client certificates).
+    management = os.environ.get("SOAP_EDGE_MANAGEMENT_PORT", "")
+    use_management = management.isdigit() and int(management) > 0
+    port = management if use_management else os.environ.get("SOAP_EDGE_PORT", "8080")
     url = f"http://127.0.0.1:{port}/health/live"
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - fixed local http URL

@@ -437,7 +437,9 @@ async def _find_documents(
     return views
 
 
-async def _get_documents(gw: Gateway, parsed: ParsedQuery) -> list[tuple[EntryView, Cx]]:
+async def _get_documents(
+    gw: Gateway, ex: Exchange, parsed: ParsedQuery
+) -> list[tuple[EntryView, Cx]]:
     views: list[tuple[EntryView, Cx]] = []
     for entry in parsed.values("$XDSDocumentEntryEntryUUID"):
         record = await gw.store.document_by_entry(entry)
@@ -467,7 +469,13 @@ async def _get_documents(gw: Gateway, parsed: ParsedQuery) -> list[tuple[EntryVi
         view = await _on_demand_view(gw, uid)
         if view is not None:
             views.append(view)
-    return views
+    # Entries of patients restricted (R/V/S) or gone since they were stored are left out, so
+    # the answer is the one for ids we never issued (issue #9). One PDS check per patient.
+    allowed: dict[str, bool] = {}
+    for _, cx in views:
+        if cx.id not in allowed:
+            allowed[cx.id] = await gw.documents.disclosable(ex.context, cx.id)
+    return [(view, cx) for view, cx in views if allowed[cx.id]]
 
 
 async def _on_demand_view(gw: Gateway, uid: str) -> tuple[EntryView, Cx] | None:
@@ -520,7 +528,7 @@ async def handle(gw: Gateway, ex: Exchange) -> Reply:
         if patient_param is not None:
             views = await _find_documents(gw, ex, parsed, patient_param)
         elif parsed.query_id in (GET_DOCUMENTS, GET_DOCUMENTS_AND_ASSOCIATIONS):
-            views = await _get_documents(gw, parsed)
+            views = await _get_documents(gw, ex, parsed)
         else:
             views = []
         await gw.store.record_session(

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from soap_edge.backends import BackendFailure, xds_error
 from soap_edge.exchange import Exchange, Gateway, Reply
+from soap_edge.patient_ids import nhs_cx
 from soap_edge.soap.mtom import Attachment, new_content_id, xop_include
 from soap_edge.soap.ns import RS, XDSB, q
 from soap_edge.soap.xua import normalise_hcid
@@ -91,11 +92,15 @@ async def _retrieve_one(gw: Gateway, ex: Exchange, req: DocumentRequest) -> Foun
             extra={"ecs": {"xcagw.query_message_id": session.get("query_message_id", "")}},
         )
     record = await gw.store.document(req.unique_id)
+    nhs = record.nhs_number if record is not None else None
+    if nhs is None:
+        nhs = await gw.store.on_demand_patient(req.unique_id)
+    # A patient restricted (R/V/S) or gone since the document was stored reads exactly like an
+    # unknown document: nothing tells the partner the document or the patient exists (issue #9).
+    if nhs is None or not await gw.documents.disclosable(ex.context, nhs):
+        raise RetrieveError("XDSDocumentUniqueIdError", "DocumentUniqueId is not known here")
     if record is not None:
         return Found(req, record, on_demand=False)
-    nhs = await gw.store.on_demand_patient(req.unique_id)
-    if nhs is None:
-        raise RetrieveError("XDSDocumentUniqueIdError", "DocumentUniqueId is not known here")
     log.info("on-demand retrieve", extra={"ecs": {"xcagw.patient": pseudonymise(nhs)}})
     record = await gw.documents.current_or_generate(ex.context, nhs)
     return Found(req, record, on_demand=True)
@@ -161,4 +166,10 @@ async def handle(gw: Gateway, ex: Exchange) -> Reply:
         attachments.append(Attachment(cid, MIME_TYPE, item.record.content))
     outcome = "success" if not errors else ("partial" if found else "failure")
     # IHE ITI TF-2x V.3.6 / ihe-xca-rules §6.2: the retrieve response is MTOM/XOP.
-    return Reply(resp, outcome=outcome, attachments=attachments, mtom=True)
+    return Reply(
+        resp,
+        outcome=outcome,
+        attachments=attachments,
+        mtom=True,
+        audit_patients=[nhs_cx(item.record.nhs_number).render() for item in found],
+    )

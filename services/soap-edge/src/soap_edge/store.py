@@ -23,6 +23,13 @@ All keys start with `xcagw:soap-edge:`. Values written by this module only.
 - `pdq:{partner}:{queryId}` (string, TTL continuation_ttl_seconds (10 min)):
   JSON: ITI-47/55 continuation state (remaining results).
 
+Keys of the security layer (issue #9), written by soap_edge.security (documented there):
+- `ratelimit:{<partner>}:all`, `ratelimit:{<partner>}:<transaction>` (string, expiring with the
+  GCRA state): the partner's rate-limit timelines (security/ratelimit.py).
+- `{audit}:stream` (stream, no TTL, trimmed as delivered): ATNA audit messages not yet
+  delivered to the ARR; `{audit}:cursor` (string): the last delivered entry;
+  `{audit}:lease` (string, PX lease): which replica forwards (security/audit.py).
+
 Document retention is deliberately long (24 h, not the prior art's 60 s): initiators may retrieve
 hours after their query (ihe-xca-rules §6.4).
 """

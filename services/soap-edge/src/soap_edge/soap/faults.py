@@ -42,6 +42,11 @@ class SoapFault(Exception):
     # Clark name of the WS-A header a MessageAddressingHeaderRequired / Invalid fault is about.
     problem_header: str | None = None
     http_status: int | None = None
+    # A non-WS-A subcode as (namespace, prefix, local name), e.g. WS-Security 1.1 §12
+    # wsse:InvalidSecurity; ignored when wsa_subcode is set.
+    subcode: tuple[str, str, str] | None = None
+    # Extra HTTP response headers (e.g. Retry-After on a rate-limit fault).
+    http_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(self.reason)
@@ -72,12 +77,19 @@ def receiver(reason: str = "The gateway could not process the message.") -> Soap
 
 def build_fault_element(fault: SoapFault) -> etree._Element:
     """`env:Fault` with children in the order fixed by soap-envelope.xsd: Code, Reason, Detail."""
-    el = etree.Element(q(SOAP12, "Fault"), nsmap={"env": SOAP12, "wsa": WSA})
+    nsmap = {"env": SOAP12, "wsa": WSA}
+    if fault.subcode and not fault.wsa_subcode:
+        nsmap[fault.subcode[1]] = fault.subcode[0]
+    el = etree.Element(q(SOAP12, "Fault"), nsmap=nsmap)
     code = etree.SubElement(el, q(SOAP12, "Code"))
     etree.SubElement(code, q(SOAP12, "Value")).text = f"env:{fault.code.value}"
     if fault.wsa_subcode:
         sub = etree.SubElement(code, q(SOAP12, "Subcode"))
         etree.SubElement(sub, q(SOAP12, "Value")).text = f"wsa:{fault.wsa_subcode}"
+    elif fault.subcode:
+        # The Subcode Value is a QName whose prefix is declared on env:Fault (SOAP 1.2 §5.4.6).
+        sub = etree.SubElement(code, q(SOAP12, "Subcode"))
+        etree.SubElement(sub, q(SOAP12, "Value")).text = f"{fault.subcode[1]}:{fault.subcode[2]}"
     reason = etree.SubElement(el, q(SOAP12, "Reason"))
     text = etree.SubElement(reason, q(SOAP12, "Text"))
     text.set(q(XML, "lang"), "en")

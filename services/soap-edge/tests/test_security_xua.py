@@ -1,0 +1,490 @@
+"""XUA (ITI-40) verification: signed assertions built here, every negative a specific error."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from signxml.algorithms import CanonicalizationMethod, SignatureMethod
+from soap_edge_security_kit import (
+    AUDIENCE,
+    DS,
+    HCID_IHE,
+    HCID_NHIN,
+    HOLDER_OF_KEY,
+    NOW,
+    ORGANIZATION_ID,
+    PARTNER_HCID,
+    PURPOSE,
+    SAML2,
+    SOAP12,
+    SUBJECT_ID,
+    WSA,
+    Pki,
+    build_assertion,
+    default_attributes,
+    envelope,
+    security_header,
+    sign,
+)
+
+from soap_edge.security import errors
+from soap_edge.security.partners import PartnerRegistry
+from soap_edge.security.xua import XuaPolicy, XuaVerifier, check_resource_id
+from xcagw_common.testing import shared_dir
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def registry(pki: Pki, **saml: Any) -> PartnerRegistry:
+    return PartnerRegistry.from_mapping(
+        {
+            "partners": [
+                {
+                    "id": "epic",
+                    "client_certificates": [{"subject": "CN=partner-gw,O=xcagw tests"}],
+                    "home_community_ids": [PARTNER_HCID],
+                    "saml": {"issuer_certificates": [pki.issuer.cert_pem], **saml},
+                }
+            ]
+        },
+        base_dir=Path("."),
+    )
+
+
+def verifier(clock: dt.datetime = NOW, **policy: Any) -> XuaVerifier:
+    values: dict[str, Any] = {"audiences": frozenset({AUDIENCE}), **policy}
+    return XuaVerifier(XuaPolicy(**values), clock=lambda: clock)
+
+
+def verify(pki: Pki, env: etree._Element, *, clock: dt.datetime = NOW, **saml: Any) -> Any:
+    partner = registry(pki, **saml).get("epic")
+    assert partner is not None
+    return verifier(clock).verify(env, partner)
+
+
+def signed(pki: Pki, **kwargs: Any) -> etree._Element:
+    return sign(build_assertion(**kwargs), pki.issuer)
+
+
+# ---- the good path ------------------------------------------------------------------------------
+def test_valid_assertion_gives_the_verified_identity(pki: Pki) -> None:
+    identity = verify(pki, envelope(signed(pki)))
+    assert identity.subject_id == "CONE, Stephen"
+    assert identity.organization == "UCLH - University College London Hospitals - TST"
+    assert identity.organization_id == "urn:oid:1.2.840.114350.1.13.525.3.7.3.688884.100"
+    assert identity.role_code == "224608005"
+    assert identity.role.code_system == "2.16.840.1.113883.6.96"
+    assert identity.purpose_of_use == "TREATMENT"
+    assert identity.home_community_id == PARTNER_HCID
+    assert identity.resource_id.startswith("9000000009^^^")
+    assert identity.name_id == "user-42@partner.example"
+    assert identity.issuer == "https://idp.partner.example"
+
+
+def test_nhin_home_community_attribute_name_is_read(pki: Pki) -> None:
+    attrs = default_attributes()
+    attrs[HCID_NHIN] = attrs.pop(HCID_IHE)
+    identity = verify(pki, envelope(signed(pki, attributes=attrs)))
+    assert identity.home_community_id == PARTNER_HCID
+
+
+def test_escaped_ce_and_ii_values_as_in_nhn_captures_are_read(pki: Pki) -> None:
+    attrs = default_attributes()
+    attrs["urn:oasis:names:tc:xspa:1.0:subject:purposeOfUse"] = [
+        '<PurposeOfUse xmlns="urn:hl7-org:v3" xsi:type="CE" code="TREAT" '
+        'codeSystem="urn:oid:2.16.840.1.113883.1.11.20448" displayName="Treatment"/>'
+    ]
+    del attrs[PURPOSE]
+    attrs[ORGANIZATION_ID] = [
+        '<id xmlns="urn:hl7-org:v3" xsi:type="II" extension="960510542" '
+        'root="urn:oid:2.16.578.1.12.4.1.4.101"/>'
+    ]
+    identity = verify(pki, envelope(signed(pki, attributes=attrs)))
+    assert identity.purpose_of_use == "TREAT"
+    assert identity.organization_id == "urn:oid:2.16.578.1.12.4.1.4.101^960510542"
+
+
+def test_ecdsa_signature_is_accepted(pki: Pki, tmp_path: Path) -> None:
+    from soap_edge_security_kit import make_cert
+
+    ec_issuer = make_cert("ec issuer", ecdsa=True)
+    partner = PartnerRegistry.from_mapping(
+        {"partners": [{"id": "ec", "saml": {"issuer_certificates": [ec_issuer.cert_pem]}}]},
+        base_dir=tmp_path,
+    ).get("ec")
+    assert partner is not None
+    attrs = default_attributes()
+    env = envelope(
+        sign(
+            build_assertion(attributes=attrs),
+            ec_issuer,
+            signature_method=SignatureMethod.ECDSA_SHA256,
+        )
+    )
+    assert verifier().verify(env, partner) is not None
+
+
+def test_clock_skew_tolerates_a_just_expired_assertion(pki: Pki) -> None:
+    env = envelope(signed(pki, not_on_or_after=NOW - dt.timedelta(seconds=30)))
+    assert verify(pki, env) is not None  # default skew 60 s
+
+
+def test_no_assertion_is_allowed_when_the_partner_does_not_require_one(pki: Pki) -> None:
+    assert verify(pki, envelope(), required=False) is None
+
+
+def test_assertion_is_still_verified_when_optional(pki: Pki) -> None:
+    env = envelope(signed(pki, not_on_or_after=NOW - dt.timedelta(hours=1)))
+    with pytest.raises(errors.AssertionExpired):
+        verify(pki, env, required=False)
+
+
+def test_holder_of_key_binds_the_assertion_to_the_tls_client_cert(pki: Pki) -> None:
+    env = envelope(signed(pki, confirmation=HOLDER_OF_KEY, hok_cert=pki.partner.cert))
+    partner = registry(pki, subject_confirmation_methods=["holder-of-key"]).get("epic")
+    assert partner is not None
+    identity = verifier().verify(env, partner, client_certificate=pki.partner.cert)
+    assert identity is not None and identity.subject_confirmation == HOLDER_OF_KEY
+    with pytest.raises(errors.SubjectConfirmationFailed):
+        verifier().verify(env, partner, client_certificate=pki.stranger.cert)
+
+
+# ---- negatives: one specific error each ---------------------------------------------------------
+def test_missing_assertion(pki: Pki) -> None:
+    with pytest.raises(errors.MissingAssertion):
+        verify(pki, envelope())
+    with pytest.raises(errors.MissingAssertion):
+        verify(pki, envelope(with_security=False))
+
+
+def test_unsigned(pki: Pki) -> None:
+    assertion = build_assertion()
+    placeholder = assertion.find(f"{{{DS}}}Signature")
+    assertion.remove(placeholder)
+    with pytest.raises(errors.UnsignedAssertion) as exc:
+        verify(pki, envelope(assertion))
+    assert exc.value.subcode == errors.INVALID_SECURITY
+
+
+def test_tampered_attribute_breaks_the_digest(pki: Pki) -> None:
+    env = envelope(signed(pki))
+    value = env.find(f".//{{{SAML2}}}Attribute[@Name='{SUBJECT_ID}']/{{{SAML2}}}AttributeValue")
+    value.text = "Evil, Mallory"
+    with pytest.raises(errors.InvalidSignature):
+        verify(pki, env)
+
+
+def test_wrapping_original_moved_elsewhere_evil_in_place(pki: Pki) -> None:
+    """Classic XSW: the signed original hides in another header, a forged one takes its place."""
+    original = signed(pki)
+    evil = copy.deepcopy(original)
+    evil.set("ID", "_evil")
+    evil.find(f".//{{{SAML2}}}AttributeValue").text = "Evil, Mallory"
+    env = envelope(evil)
+    reply_to = etree.SubElement(env.find(f"{{{SOAP12}}}Header"), f"{{{WSA}}}ReplyTo")
+    params = etree.SubElement(reply_to, f"{{{WSA}}}ReferenceParameters")
+    params.append(copy.deepcopy(original))
+    with pytest.raises(errors.AssertionCount):
+        verify(pki, env)
+
+
+def test_wrapping_reference_to_another_element_is_refused(pki: Pki) -> None:
+    """The forged assertion carries the genuine Signature, whose Reference names another ID."""
+    original = signed(pki)
+    original_id = original.get("ID")
+    evil = build_assertion(assertion_id="_evil")
+    evil.remove(evil.find(f"{{{DS}}}Signature"))
+    evil.insert(1, copy.deepcopy(original.find(f"{{{DS}}}Signature")))
+    env = envelope(evil)
+    # The signed content, renamed so it is no longer an Assertion, keeps the original ID.
+    decoy = etree.SubElement(env.find(f"{{{SOAP12}}}Header"), "{urn:decoy}Wrapper")
+    decoy.set("ID", original_id)
+    with pytest.raises(errors.InvalidSignature):
+        verify(pki, env)
+
+
+def test_duplicate_id_elsewhere_is_refused(pki: Pki) -> None:
+    env = envelope(signed(pki))
+    assertion = security_header(env)[0]
+    decoy = etree.SubElement(env.find(f"{{{SOAP12}}}Body"), "{urn:decoy}Copy")
+    decoy.set("ID", assertion.get("ID"))
+    with pytest.raises(errors.InvalidSignature):
+        verify(pki, env)
+
+
+def test_assertion_outside_the_security_header_is_refused(pki: Pki) -> None:
+    env = envelope()
+    etree.SubElement(env.find(f"{{{SOAP12}}}Header"), "{urn:x}Other").append(signed(pki))
+    with pytest.raises(errors.MalformedSecurityHeader):
+        verify(pki, env)
+
+
+def test_two_assertions(pki: Pki) -> None:
+    with pytest.raises(errors.AssertionCount) as exc:
+        verify(pki, envelope(signed(pki), signed(pki)))
+    assert exc.value.subcode == errors.INVALID_SECURITY
+
+
+def test_expired(pki: Pki) -> None:
+    env = envelope(
+        signed(
+            pki,
+            issue_instant=NOW - dt.timedelta(hours=2),
+            not_on_or_after=NOW - dt.timedelta(hours=1),
+        )
+    )
+    with pytest.raises(errors.AssertionExpired) as exc:
+        verify(pki, env)
+    assert exc.value.subcode == errors.FAILED_AUTHENTICATION
+
+
+def test_future_not_before(pki: Pki) -> None:
+    env = envelope(
+        signed(
+            pki,
+            not_before=NOW + dt.timedelta(minutes=30),
+            not_on_or_after=NOW + dt.timedelta(hours=1),
+        )
+    )
+    with pytest.raises(errors.AssertionNotYetValid):
+        verify(pki, env)
+
+
+def test_future_issue_instant(pki: Pki) -> None:
+    env = envelope(signed(pki, issue_instant=NOW + dt.timedelta(hours=1)))
+    with pytest.raises(errors.AssertionNotYetValid):
+        verify(pki, env)
+
+
+def test_without_not_on_or_after(pki: Pki) -> None:
+    env = envelope(signed(pki, conditions=False))
+    with pytest.raises(errors.AssertionExpired):
+        verify(pki, env)
+
+
+def test_wrong_audience(pki: Pki) -> None:
+    with pytest.raises(errors.AudienceMismatch):
+        verify(pki, envelope(signed(pki, audiences=["https://someone-else.example/xca"])))
+
+
+def test_missing_audience_restriction(pki: Pki) -> None:
+    with pytest.raises(errors.AudienceMismatch):
+        verify(pki, envelope(signed(pki, audiences=[])))
+
+
+def test_endpoint_url_counts_as_an_audience(pki: Pki) -> None:
+    env = envelope(signed(pki, audiences=["https://gw.example/xca"]))
+    partner = registry(pki).get("epic")
+    assert partner is not None
+    v = XuaVerifier(XuaPolicy(), clock=lambda: NOW)
+    assert v.verify(env, partner, endpoint_audiences=["https://gw.example/xca"]) is not None
+
+
+def test_untrusted_issuer_certificate(pki: Pki) -> None:
+    env = envelope(sign(build_assertion(), pki.rogue_issuer))
+    with pytest.raises(errors.UntrustedIssuer) as exc:
+        verify(pki, env)
+    assert exc.value.subcode == errors.FAILED_AUTHENTICATION
+
+
+def test_untrusted_issuer_without_key_info_fails_the_signature(pki: Pki) -> None:
+    env = envelope(sign(build_assertion(), pki.rogue_issuer, embed_cert=False))
+    with pytest.raises(errors.InvalidSignature):
+        verify(pki, env)
+
+
+def test_trusted_key_without_key_info_is_accepted(pki: Pki) -> None:
+    env = envelope(sign(build_assertion(), pki.issuer, embed_cert=False))
+    assert verify(pki, env) is not None
+
+
+def test_issuer_name_not_in_the_partner_list(pki: Pki) -> None:
+    with pytest.raises(errors.UntrustedIssuer):
+        verify(pki, envelope(signed(pki)), issuers=["https://idp.other.example"])
+
+
+def test_missing_purpose_of_use(pki: Pki) -> None:
+    attrs = default_attributes()
+    del attrs[PURPOSE]
+    with pytest.raises(errors.PurposeOfUseNotPermitted) as exc:
+        verify(pki, envelope(signed(pki, attributes=attrs)))
+    assert exc.value.subcode == errors.FAILED_AUTHENTICATION
+
+
+def test_purpose_of_use_not_permitted(pki: Pki) -> None:
+    from soap_edge_security_kit import _ce
+
+    attrs = default_attributes()
+    attrs[PURPOSE] = [_ce("PurposeOfUse", "OPERATIONS", "2.16.840.1.113883.3.18.7.1", "Ops")]
+    with pytest.raises(errors.PurposeOfUseNotPermitted):
+        verify(pki, envelope(signed(pki, attributes=attrs)))
+
+
+def test_missing_subject_id(pki: Pki) -> None:
+    attrs = default_attributes()
+    del attrs[SUBJECT_ID]
+    with pytest.raises(errors.MissingAttribute) as exc:
+        verify(pki, envelope(signed(pki, attributes=attrs)))
+    assert "subject-id" in exc.value.partner_reason
+
+
+def test_home_community_not_registered_for_the_partner(pki: Pki) -> None:
+    attrs = default_attributes()
+    attrs[HCID_IHE] = ["urn:oid:1.2.3.4.5"]
+    with pytest.raises(errors.HomeCommunityMismatch):
+        verify(pki, envelope(signed(pki, attributes=attrs)))
+
+
+def test_sha1_is_refused(pki: Pki) -> None:
+    # signxml will not even sign with SHA-1; an old IdP would: rewrite the algorithm URIs.
+    env = envelope(signed(pki))
+    sig = security_header(env)[0].find(f"{{{DS}}}Signature")
+    sig.find(f".//{{{DS}}}SignatureMethod").set(
+        "Algorithm", "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+    )
+    with pytest.raises(errors.UnsupportedSignatureAlgorithm):
+        verify(pki, env)
+    env = envelope(signed(pki))
+    sig = security_header(env)[0].find(f"{{{DS}}}Signature")
+    sig.find(f".//{{{DS}}}DigestMethod").set("Algorithm", "http://www.w3.org/2000/09/xmldsig#sha1")
+    with pytest.raises(errors.UnsupportedSignatureAlgorithm):
+        verify(pki, env)
+
+
+def test_inclusive_c14n_is_refused(pki: Pki) -> None:
+    env = envelope(
+        sign(build_assertion(), pki.issuer, c14n=CanonicalizationMethod.CANONICAL_XML_1_1)
+    )
+    with pytest.raises(errors.UnsupportedSignatureAlgorithm):
+        verify(pki, env)
+
+
+def test_resource_id_must_name_the_requested_patient(pki: Pki) -> None:
+    partner = registry(pki).get("epic")
+    assert partner is not None
+    identity = verify(pki, envelope(signed(pki)))
+    check_resource_id(identity, partner, ["9000000009"])
+    check_resource_id(identity, partner, [])  # a demographics query names no patient
+    with pytest.raises(errors.ResourceIdMismatch):
+        check_resource_id(identity, partner, ["9000000017"])
+
+
+def test_verifier_reads_only_the_signed_element(pki: Pki) -> None:
+    """Text appended after verification input is parsed is not part of the identity."""
+    env = envelope(signed(pki))
+    assertion = security_header(env)[0]
+    # An unsigned extra attribute statement would break the digest: prove it is not silently
+    # ignored but refused.
+    etree.SubElement(assertion, f"{{{SAML2}}}AttributeStatement")
+    with pytest.raises(errors.InvalidSignature):
+        verify(pki, env)
+
+
+# ---- a real test assertion (NHN, ../shared) ---------------------------------------------------
+def _nhn_envelope() -> etree._Element:
+    sample = shared_dir() / "conformance/samples/iti38/nhn-iti38-iti40-request-kj.soap.xml"
+    if not sample.exists():
+        pytest.skip(f"reference kit not found at {sample}")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.fromstring(sample.read_bytes(), parser)
+
+
+def _nhn_partner(issuer_pem: str) -> Any:
+    partner = PartnerRegistry.from_mapping(
+        {
+            "partners": [
+                {
+                    "id": "nhn",
+                    "home_community_ids": ["2.16.578.1.12.4.1.7.1.1"],
+                    "saml": {
+                        "issuer_certificates": [issuer_pem],
+                        "audiences": ["nhn:dokumentdeling-saml"],
+                        "purposes_of_use": ["TREAT"],
+                    },
+                }
+            ]
+        },
+        base_dir=Path("."),
+    ).get("nhn")
+    assert partner is not None
+    return partner
+
+
+def test_real_nhn_capture_is_refused_because_it_was_reformatted_after_signing() -> None:
+    """The stored capture is pretty-printed: its SignedInfo no longer matches the signature."""
+    env = _nhn_envelope()
+    cert_b64 = env.findtext(f".//{{{DS}}}X509Certificate")
+    pem = f"-----BEGIN CERTIFICATE-----\n{''.join(cert_b64.split())}\n-----END CERTIFICATE-----"
+    at = dt.datetime(2025, 7, 31, 19, 0, tzinfo=dt.UTC)
+    with pytest.raises(errors.InvalidSignature):
+        XuaVerifier(XuaPolicy(), clock=lambda: at).verify(env, _nhn_partner(pem))
+
+
+def test_real_nhn_attributes_are_read_once_signed_by_a_trusted_issuer(pki: Pki) -> None:
+    env = _nhn_envelope()
+    assertion = env.find(f".//{{{SAML2}}}Assertion")
+    old = assertion.find(f"{{{DS}}}Signature")
+    placeholder = etree.Element(f"{{{DS}}}Signature", Id="placeholder", nsmap={"ds": DS})
+    assertion.replace(old, placeholder)
+    resigned = sign(assertion, pki.issuer)
+    assertion.getparent().replace(assertion, resigned)
+    env = etree.fromstring(etree.tostring(env))
+    at = dt.datetime(2025, 7, 31, 19, 0, tzinfo=dt.UTC)
+    partner = _nhn_partner(pki.issuer.cert_pem)
+    # Our test issuer certificate is valid from yesterday: judge the assertion's times at its
+    # own date, and the certificate's at today's.
+    v = XuaVerifier(XuaPolicy(), clock=lambda: at)
+    with pytest.raises(errors.UntrustedIssuer):
+        v.verify(env, partner)
+    v = _AtTimes(assertion_time=at)
+    identity = v.verify(env, partner)
+    assert identity is not None
+    assert identity.subject_id == "KVART GREVLING"
+    assert identity.organization == "VOSS HERAD"
+    assert identity.organization_id == "urn:oid:2.16.578.1.12.4.1.4.101^960510542"
+    assert identity.purpose_of_use == "TREAT"
+    assert identity.role_code == "LE"
+    assert identity.home_community_id == "urn:oid:2.16.578.1.12.4.1.7.1.1"
+    assert identity.npi == "565505933"
+
+
+class _AtTimes(XuaVerifier):
+    """Assertion validity judged at `assertion_time`, certificates at the real time."""
+
+    def __init__(self, assertion_time: dt.datetime) -> None:
+        super().__init__(XuaPolicy(), clock=lambda: assertion_time)
+
+    def _verify_signature(self, envelope: Any, assertion: Any, partner: Any, now: Any) -> Any:
+        return super()._verify_signature(envelope, assertion, partner, dt.datetime.now(dt.UTC))
+
+
+def test_the_e2e_partner_clients_signed_assertion_verifies(tmp_path: Path) -> None:
+    """xcagw_devstack.partner signs like an IdP would: the dev stack could run verified XUA."""
+    from soap_edge_security_kit import make_cert
+
+    from xcagw_devstack.partner import Requester, sign_assertion, xua_assertion
+
+    dev_issuer = make_cert("xcagw dev partner")
+    element = sign_assertion(
+        xua_assertion(Requester(audience=AUDIENCE)),
+        dev_issuer.key_pem,
+        dev_issuer.cert_pem.encode(),
+    )
+    partner = PartnerRegistry.from_mapping(
+        {"partners": [{"id": "dev", "saml": {"issuer_certificates": [dev_issuer.cert_pem]}}]},
+        base_dir=tmp_path,
+    ).get("dev")
+    assert partner is not None
+    identity = XuaVerifier(XuaPolicy(audiences=frozenset({AUDIENCE}))).verify(
+        envelope(element), partner
+    )
+    assert identity is not None and identity.verified
+    assert (identity.subject_id, identity.purpose_of_use) == ("Dr Alice Example", "TREATMENT")
