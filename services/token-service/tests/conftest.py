@@ -308,7 +308,7 @@ async def start_service(settings: Settings, clock: FakeClock) -> AsyncIterator[R
     try:
         yield running
     finally:
-        await channel.close()
+        await channel.close(None)
         stop.set()
         await asyncio.wait_for(task, timeout=15)
 

@@ -16,11 +16,13 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWKeyNotFound
 from prometheus_client import REGISTRY
 
-from token_service.__main__ import main
+from token_service.__main__ import build_parser, main
 from token_service.keys import generate_key_file
+from token_service.rotation import KeyManager
 from xcagw.common.v1 import common_pb2
 from xcagw.token.v1 import token_service_pb2
 from xcagw_common.errors import error_reason
+from xcagw_common.redis import create_redis
 
 OVERLAP = 120.0  # rotation_overlap_seconds default
 RETIRE_AFTER = 300 + 60.0  # assertion lifetime + key_retire_grace_seconds defaults
@@ -178,11 +180,13 @@ async def published_from(svc: Any) -> tuple[jwk.JWKSet, list[str]]:
 def test_cli_keygen_writes_a_private_pem_and_jwks_prints_only_public_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The console script itself, once (RSA 4096 by default).
+    # RSA 4096 unless told otherwise (nhs-apis.md §2.4); the suite uses 2048 bits for speed.
+    assert build_parser().parse_args(["keygen", "--out", str(tmp_path)]).bits == 4096
+    # The console script itself, once.
     script = Path(sys.executable).with_name("token-service")
     out = tmp_path / "keys"
     made = subprocess.run(
-        [str(script), "keygen", "--out", str(out), "--kid", "test-1"],
+        [str(script), "keygen", "--out", str(out), "--kid", "test-1", "--bits", "2048"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert made.stdout.strip() == "test-1"
@@ -190,7 +194,7 @@ def test_cli_keygen_writes_a_private_pem_and_jwks_prints_only_public_keys(
     assert pem.stat().st_mode & 0o777 == 0o600
     key = jwk.JWK.from_pem(pem.read_bytes())
     assert key.has_private
-    assert key.get_op_key("verify").key_size == 4096
+    assert key.get_op_key("verify").key_size == 2048
 
     def cli(*args: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exited:
@@ -217,3 +221,23 @@ def test_cli_keygen_writes_a_private_pem_and_jwks_prints_only_public_keys(
 
     code, _, stderr = cli("jwks", str(tmp_path / "empty"))
     assert code == 1 and "no usable" in stderr
+
+
+async def test_first_key_is_the_configured_or_oldest_one(
+    settings_for: Any, tmp_path: Path, redis_url: str
+) -> None:
+    keys_dir = tmp_path / "staged"
+    for kid in ("test-1", "test-2"):
+        await asyncio.to_thread(generate_key_file, keys_dir, 2048, kid)
+        stamp = 1_000 + int(kid[-1])  # test-1 is the older file
+        os.utime(keys_dir / f"{kid}.pem", (stamp, stamp))
+    for initial, expected in (("", "test-1"), ("test-2", "test-2")):
+        redis_client = create_redis(redis_url)
+        try:
+            await redis_client.flushall()
+            settings = settings_for(keys_dir=str(keys_dir), initial_kid=initial)
+            manager = KeyManager(settings, redis_client, keys_dir)
+            await manager.tick(wait_seconds=5)
+            assert (await manager.view()).published_kids == [expected]
+        finally:
+            await redis_client.aclose()

@@ -104,7 +104,7 @@ async def test_a_failed_refresh_fails_every_waiting_caller_with_one_request(
 async def test_injected_faults_and_an_unregistered_app_map_to_documented_statuses(
     sandbox_factory: Any, sandbox_settings_for: Any, run_service: Any
 ) -> None:
-    faults = [
+    faults: list[tuple[dict[str, Any], grpc.StatusCode, str]] = [
         ({"burst_429": 1}, S.RESOURCE_EXHAUSTED, "OAUTH_RATE_LIMITED"),
         ({"error_rate": 1.0, "error_status": 500}, S.UNAVAILABLE, "OAUTH_UPSTREAM_ERROR"),
         ({"error_rate": 1.0, "error_status": 503}, S.UNAVAILABLE, "OAUTH_UPSTREAM_ERROR"),

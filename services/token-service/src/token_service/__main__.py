@@ -20,6 +20,8 @@ SERVICE = "token-service"
 
 
 def _serve() -> None:
+    from pydantic import ValidationError
+
     from token_service.app import build_app
     from token_service.config import Settings
     from xcagw_common import telemetry
@@ -27,7 +29,14 @@ def _serve() -> None:
     from xcagw_common.logging import setup_logging
 
     provider = telemetry.setup(SERVICE)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # One line per bad setting, without the values (some are secrets).
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"token-service: invalid setting {field}: {error['msg']}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
     setup_logging(SERVICE, settings.log_level)
     app, _runtime = build_app(settings)
     try:
@@ -70,7 +79,7 @@ def _healthcheck() -> int:
     return 0 if asyncio.run(probe()) else 1
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=SERVICE, description="token-service: NHS tokens, GP Connect JWTs and the JWKS."
     )
@@ -83,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     jwks = sub.add_parser("jwks", help="print the public JWKS of the keys in DIR")
     jwks.add_argument("dir")
     sub.add_parser("healthcheck", help="probe the local gRPC health service")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     if args.command in (None, "serve"):
         _serve()

@@ -85,9 +85,9 @@ class TokenServiceRuntime:
 async def _uncancellable(check: Coroutine[Any, Any, None]) -> None:
     """Run a readiness check so that cancelling the caller does not cancel it.
 
-    serve() cancels the readiness loop at shutdown; with redis-py 8.1 on Python 3.11 a command
-    cancelled mid-send can leave the cancelled task waiting for many seconds, which delayed
-    shutdown. The check itself is short and bounded by the client's socket timeout.
+    A redis-py 8.1 command cancelled mid-send (it uses asyncio.wait_for internally, which can
+    mishandle cancellation on Python 3.11) can keep the cancelled task waiting for many seconds;
+    that used to delay shutdown. The check itself is short and bounded by the socket timeout.
     """
     task = asyncio.ensure_future(check)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -21,6 +22,16 @@ def valid_requested_scope(scope: str) -> bool:
     return bool(_SCOPE_RE.fullmatch(scope))
 
 
+def app_namespace(settings: Settings) -> str:
+    """Redis key prefix of one NHS application (API key) and environment (token URL).
+
+    Replicas of one deployment share it; deployments of other apps or environments sharing a
+    Redis do not. The API key itself never appears in key names.
+    """
+    app = f"{settings.api_key.get_secret_value()}\n{settings.token_url}"
+    return f"xcagw:token-service:{hashlib.sha256(app.encode()).hexdigest()[:16]}"
+
+
 class Settings(BaseServiceSettings):
     """Everything token-service reads from the environment."""
 
@@ -35,6 +46,13 @@ class Settings(BaseServiceSettings):
             "Directory of RSA private keys, one PEM per kid named `<kid>.pem` (a directory or a "
             "Kubernetes secret mount shared by every replica). Empty: a private temporary "
             "directory, allowed only with auto_generate_key (single-replica development)."
+        ),
+    )
+    initial_kid: str = Field(
+        default="",
+        description=(
+            "kid that signs first when no key state exists yet (default: the oldest key in "
+            "keys_dir; newer ones are staged for the next rotation)."
         ),
     )
     auto_generate_key: bool = Field(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -25,7 +24,7 @@ import grpc
 import httpx
 from redis.exceptions import RedisError
 
-from token_service.config import Settings
+from token_service.config import Settings, app_namespace
 from token_service.metrics import CACHE_NAME, OAUTH_ERRORS, TOKENS_MINTED, UPSTREAM_NAME
 from token_service.redis_lock import RedisLock
 from token_service.rotation import (
@@ -209,11 +208,8 @@ class NhsTokenProvider:
         self.keys = keys
         self.http = http
         self.clock = clock
-        api_key = settings.api_key.get_secret_value()
-        # One cache entry per application and environment (nhs-apis.md §2.2), without putting the
-        # API key itself into Redis key names.
-        digest = hashlib.sha256(f"{api_key}\n{settings.token_url}".encode()).hexdigest()[:16]
-        prefix = f"xcagw:token-service:nhs-oauth:{digest}"
+        # One cache entry per application and environment (nhs-apis.md §2.2).
+        prefix = f"{app_namespace(settings)}:nhs-oauth"
         self.cache_key = f"{prefix}:token"
         self._flight_prefix = f"{prefix}:flight:"
         self._lock = RedisLock(redis, f"{prefix}:lock", settings.oauth_timeout_seconds * 2 + 5)
@@ -293,28 +289,27 @@ class NhsTokenProvider:
 
     async def _refresh_locked(self, stale: str | None) -> tuple[AccessToken, bool]:
         deadline = time.monotonic() + self.settings.refresh_wait_seconds
-        while True:
+        while time.monotonic() <= deadline:
             flight_id = await self._lock.try_acquire()
             if flight_id is not None:
                 return await self._refresh_as_leader(flight_id, stale)
             holder = await self._lock.holder()
             # Another replica is asking the NHS: wait for its token or its failure.
-            while holder is not None:
+            while holder is not None and time.monotonic() <= deadline:
                 await asyncio.sleep(_POLL_SECONDS)
                 cached = await self._cached()
                 if cached is not None and self._usable(cached, stale):
                     return cached, True
                 await self._raise_flight_failure(holder)
-                current = await self._lock.holder()
-                if current != holder:
+                if await self._lock.holder() != holder:
+                    # Released: the holder recorded its failure first, or stored the token.
                     await self._raise_flight_failure(holder)
                     break
-                if time.monotonic() > deadline:
-                    raise OAuthFailure(
-                        _S.UNAVAILABLE,
-                        "OAUTH_REFRESH_TIMEOUT",
-                        "timed out waiting for another replica's token refresh",
-                    )
+        raise OAuthFailure(
+            _S.UNAVAILABLE,
+            "OAUTH_REFRESH_TIMEOUT",
+            "timed out waiting for another replica's token refresh",
+        )
 
     async def _raise_flight_failure(self, flight_id: str) -> None:
         raw = await self.redis.get(self._flight_prefix + flight_id)

@@ -7,12 +7,16 @@ to Redis, logs, metrics or RPC answers. Two deployments are supported:
 
 1. **Writable shared directory** (a ReadWriteMany volume; in development a local directory):
    the rotator generates the next RSA key (cryptography) and writes it there (mode 0600, atomic).
-2. **Read-only Kubernetes Secret mount** (the kubelet mounts Secrets read-only): the rotator
-   cannot write, so rotation *picks up* the next key instead. Operators, or an external secret
-   manager, add `<new-kid>.pem` to the Secret ahead of time; the kubelet updates the mount on
-   every node; the next scheduled (or `RotateKeys`) rotation promotes the newest PEM that was
-   never used. With no such file the rotation fails with FAILED_PRECONDITION (NO_NEXT_KEY) and
-   signing carries on with the current key.
+2. **Read-only Kubernetes Secret mount** (the kubelet mounts Secrets read-only; detected, or
+   forced with `generate_next_key=false`): the rotator cannot write, so rotation *picks up* the
+   next key instead. Operators, or an external secret manager, add `<new-kid>.pem` to the Secret
+   ahead of time; the kubelet updates the mount on every node; the next scheduled (or
+   `RotateKeys`) rotation promotes the newest PEM that was never used. With no such file the
+   rotation fails with FAILED_PRECONDITION (NO_NEXT_KEY) and signing carries on with the current
+   key; retired PEMs stay in the Secret until operators remove them (they are never reused).
+
+In both cases a rotation picks up an unused PEM first, so operators can also choose the next key
+of a writable directory.
 
 Either way the key material has one home (the directory) and Redis only coordinates.
 
@@ -54,7 +58,7 @@ from typing import Any
 from jwcrypto import jwt
 from redis.exceptions import RedisError
 
-from token_service.config import Settings
+from token_service.config import Settings, app_namespace
 from token_service.keys import (
     SIGNING_ALG,
     SigningKey,
@@ -71,13 +75,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-STATE_KEY = "xcagw:token-service:keys:state"
-LOCK_KEY = "xcagw:token-service:keys:lock"
 # Generating an RSA-4096 key can take seconds on a busy node: keep the lock well beyond that.
 LOCK_TTL_SECONDS = 120.0
 MANUAL_LOCK_WAIT_SECONDS = 30.0
 STARTUP_LOCK_WAIT_SECONDS = 60.0
 RETIRED_KIDS_KEPT = 100
+BOOTSTRAP_RETRY_SECONDS = 2.0
 
 
 class KeyManagementError(Exception):
@@ -209,7 +212,9 @@ class KeyManager:
         self.redis = redis
         self.keys_dir = keys_dir
         self.clock = clock
-        self._lock = RedisLock(redis, LOCK_KEY, LOCK_TTL_SECONDS)
+        # The JWKS belongs to one NHS application: its state is kept per application.
+        self.state_key = f"{app_namespace(settings)}:keys:state"
+        self._lock = RedisLock(redis, f"{app_namespace(settings)}:keys:lock", LOCK_TTL_SECONDS)
         self._private: dict[str, SigningKey] = {}
         self._snapshot: KeyState | None = None
         self._reload_lock = asyncio.Lock()
@@ -217,12 +222,12 @@ class KeyManager:
     # --- shared state ---------------------------------------------------------------------------
 
     async def _load_state(self) -> KeyState | None:
-        raw = await self.redis.get(STATE_KEY)
+        raw = await self.redis.get(self.state_key)
         if raw is None and self._snapshot is not None:
             # Redis lost the state (restart without persistence): put back this replica's last
             # view unless another replica already did, so every replica keeps the same keys.
-            await self.redis.set(STATE_KEY, self._snapshot.to_json(), nx=True)
-            raw = await self.redis.get(STATE_KEY)
+            await self.redis.set(self.state_key, self._snapshot.to_json(), nx=True)
+            raw = await self.redis.get(self.state_key)
             log.warning("key state missing in Redis: restored from the last known view")
         state = None if raw is None else KeyState.from_json(raw)
         if state is not None:
@@ -230,7 +235,7 @@ class KeyManager:
         return state
 
     async def _save_state(self, state: KeyState) -> None:
-        await self.redis.set(STATE_KEY, state.to_json())
+        await self.redis.set(self.state_key, state.to_json())
         self._snapshot = state
 
     async def view(self) -> KeyView:
@@ -323,8 +328,12 @@ class KeyManager:
             state = KeyState()
         found = await self._reload()
         usable = [key for kid, key in found.items() if kid not in state.retired]
-        if usable:
-            key = max(usable, key=lambda key: (key.mtime, key.kid))
+        configured = self.settings.initial_kid
+        if configured and configured in found and configured not in state.retired:
+            key = found[configured]
+        elif usable:
+            # The oldest key: a key staged for the next rotation is normally the newer one.
+            key = min(usable, key=lambda key: (key.mtime, key.kid))
         elif self.settings.auto_generate_key:
             key = await self._new_key(state, may_generate=True)
         else:
@@ -450,8 +459,12 @@ class KeyManager:
     async def run_schedule(self, stop: asyncio.Event) -> None:
         """Every replica runs this; the Redis lock elects the one that writes."""
         while not stop.is_set():
+            pause = self.settings.rotation_check_seconds
+            if self._snapshot is None or self._snapshot.view(self.clock()).active is None:
+                # Not bootstrapped yet (Redis was down at start): retry soon.
+                pause = min(pause, BOOTSTRAP_RETRY_SECONDS)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.rotation_check_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=pause)
             if stop.is_set():
                 return
             try:
