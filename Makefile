@@ -40,6 +40,7 @@ lint: install ## ruff, ruff format --check, bandit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -c pyproject.toml -r $(SRC_DIRS)
+	$(BIN)/python scripts/secret_scan.py $$(git ls-files)
 
 typecheck: install ## mypy --strict on libs and services/*/src
 	$(BIN)/mypy $(SRC_DIRS)

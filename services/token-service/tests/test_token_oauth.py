@@ -170,7 +170,8 @@ async def test_every_oauth_failure_maps_to_a_documented_status_without_leaks(
 
 
 def test_scrub_removes_token_like_text_and_given_secrets() -> None:
-    assertion = "eyJhbGciOiJSUzUxMiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"
+    # secret-scan: allow (a fake token, to test that scrubbing removes token-like text)
+    assertion = "eyJhbGciOiJSUzUxMiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"  # secret-scan: allow
     failure = oauth.map_oauth_error(400, _error("Failed to decode JWT " + assertion), ["k3y"])
     assert assertion not in failure.message and "[redacted]" in failure.message
     secret = oauth.map_oauth_error(400, _error("unknown client k3y"), ["k3y"])

@@ -256,7 +256,11 @@ class Backends:
     async def convert(self, ctx: common_pb2.RequestContext, bundle_json: bytes) -> Converted:
         try:
             resp = await self.ccda.ConvertBundle(
-                ccda_converter_pb2.ConvertBundleRequest(context=ctx, bundle_json=bundle_json),
+                ccda_converter_pb2.ConvertBundleRequest(
+                    context=ctx,
+                    bundle_json=bundle_json,
+                    enrich_dmd=self.settings.ccda_enrich_dmd,
+                ),
                 timeout=self.settings.ccda_timeout_seconds,
             )
         except grpc.aio.AioRpcError as err:

@@ -156,6 +156,13 @@ class Settings(BaseServiceSettings):
     pds_timeout_seconds: float = Field(default=5.0, gt=0)
     gpconnect_timeout_seconds: float = Field(default=9.0, gt=0)
     ccda_timeout_seconds: float = Field(default=5.0, gt=0)
+    ccda_enrich_dmd: bool = Field(
+        default=True,
+        description=(
+            "Ask ccda-converter to enrich dm+d medication codes via the NHS terminology server "
+            "(it never fails a conversion when the server is down)."
+        ),
+    )
     readiness_timeout_seconds: float = Field(default=0.5, gt=0)
 
     # XCA "Asynchronous Web Services Exchange" option (ihe-xca-rules §1.4). Off: non-anonymous
