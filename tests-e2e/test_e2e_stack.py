@@ -45,7 +45,7 @@ def test_every_grpc_service_is_serving_and_lists_itself_by_reflection(stack: Sta
 
 
 def test_soap_edge_live_ready_and_metrics(stack: Stack) -> None:
-    base = stack.soap_edge_url
+    base = stack.management_url
     assert httpx.get(f"{base}/health/live", timeout=5).status_code == 200
     ready = httpx.get(f"{base}/health/ready", timeout=5)
     assert ready.status_code == 200, ready.text
@@ -76,7 +76,7 @@ def _wait_status(url: str, expected: int, timeout: float = 30.0) -> int:
 
 
 def test_readiness_follows_redis_outage_and_recovery(stack: Stack) -> None:
-    ready_url = f"{stack.soap_edge_url}/health/ready"
+    ready_url = f"{stack.management_url}/health/ready"
     assert _wait_status(ready_url, 200) == 200
     stack.kill("redis")
     try:

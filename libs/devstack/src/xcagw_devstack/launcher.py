@@ -187,6 +187,7 @@ class Stack:
             ports.ports[f"{name}-metrics"] = self._pick(f"{prefix}_METRICS_PORT", 0)
         ports.ports["token-service-jwks"] = self._pick("TOKEN_SERVICE_JWKS_HTTP_PORT", 0)
         ports.ports["soap-edge"] = self._pick("SOAP_EDGE_PORT", 0)
+        ports.ports["soap-edge-management"] = self._pick("SOAP_EDGE_MANAGEMENT_PORT", 0)
         return ports
 
     @property
@@ -200,6 +201,11 @@ class Stack:
     @property
     def soap_edge_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['soap-edge']}"
+
+    @property
+    def management_url(self) -> str:
+        """soap-edge's health and metrics listener (not the partner port)."""
+        return f"http://127.0.0.1:{self.ports['soap-edge-management']}"
 
     @property
     def jwks_url(self) -> str:
@@ -225,6 +231,7 @@ class Stack:
             env[f"{prefix}_PORT"] = str(self.ports[name])
             env[f"{prefix}_METRICS_PORT"] = str(self.ports[f"{name}-metrics"])
         env["SOAP_EDGE_PORT"] = str(self.ports["soap-edge"])
+        env["SOAP_EDGE_MANAGEMENT_PORT"] = str(self.ports["soap-edge-management"])
         env["TOKEN_SERVICE_JWKS_HTTP_PORT"] = str(self.ports["token-service-jwks"])
         env["TOKEN_SERVICE_KEYS_DIR"] = str(self.workdir / "keys")
         # NHS-facing URLs point at the sandbox unless dev.env or the caller says otherwise.
@@ -301,7 +308,7 @@ class Stack:
                 "soap-edge",
                 [self._bin("soap-edge")],
                 {"OTEL_SERVICE_NAME": "soap-edge"},
-                lambda: http_ok(f"{self.soap_edge_url}/health/ready"),
+                lambda: http_ok(f"{self.management_url}/health/ready"),
                 logs / "soap-edge.log",
             )
         )
@@ -364,6 +371,7 @@ class Stack:
     def _write_stack_file(self) -> None:
         info = {
             "soap_edge_url": self.soap_edge_url,
+            "soap_edge_management_url": self.management_url,
             "sandbox_url": self.sandbox_url,
             "redis_url": self.redis_url,
             "jwks_url": self.jwks_url,
@@ -373,7 +381,7 @@ class Stack:
                     name: f"http://127.0.0.1:{self.ports[f'{name}-metrics']}/metrics"
                     for name in GRPC_SERVICES
                 },
-                "soap-edge": f"{self.soap_edge_url}/metrics",
+                "soap-edge": f"{self.management_url}/metrics",
             },
             "pids": {n: c.process.pid for n, c in self.components.items() if c.process},
         }
@@ -383,8 +391,8 @@ class Stack:
         lines = [
             "xcagw stack is ready:",
             f"  SOAP (partners)  {self.soap_edge_url}/xca  (/iti47 /iti55 /iti38 /iti39, ?wsdl)",
-            f"  soap-edge health {self.soap_edge_url}/health/ready",
-            f"  soap-edge metrics {self.soap_edge_url}/metrics",
+            f"  soap-edge health {self.management_url}/health/ready",
+            f"  soap-edge metrics {self.management_url}/metrics",
         ]
         for name in GRPC_SERVICES:
             lines.append(
