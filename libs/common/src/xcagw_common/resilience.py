@@ -162,7 +162,7 @@ class RetryPolicy:
         return (rng or _RNG).uniform(0.0, ceiling)
 
 
-_RNG = random.Random()  # noqa: S311 - jitter, not cryptography
+_RNG = random.Random()  # nosec B311 # noqa: S311 - jitter, not cryptography
 
 
 @dataclass(frozen=True)

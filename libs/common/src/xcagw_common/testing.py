@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
+import subprocess  # nosec B404
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +70,7 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--dir", self._dir,
         ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: S603 - fixed arguments
+        self.process = subprocess.Popen(  # nosec B603 # noqa: S603 - fixed arguments
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port(self.port)

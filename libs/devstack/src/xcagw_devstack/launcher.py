@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404
 import sys
 import threading
 import time
@@ -104,7 +104,7 @@ def grpc_serving(addr: str, timeout: float = 0.5) -> bool:
 
 def http_ok(url: str, timeout: float = 0.5) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec B310 # noqa: S310 - our own loopback URL
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -324,7 +324,7 @@ class Stack:
     def start_component(self, comp: Component, timeout: float = 60.0) -> None:
         comp.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.env, **comp.env}
-        comp.process = subprocess.Popen(  # noqa: S603 - argv built from fixed names
+        comp.process = subprocess.Popen(  # nosec B603 # noqa: S603 - argv built from fixed names
             comp.argv,
             cwd=REPO_ROOT,
             env=env,

@@ -36,7 +36,7 @@ class TokenProvider:
         self._timeout = timeout_seconds
         self._skew = refresh_skew_seconds
         self._clock = clock
-        self._token = ""
+        self._token = ""  # nosec B105
         self._valid_until = 0.0
         self._lock = asyncio.Lock()
 

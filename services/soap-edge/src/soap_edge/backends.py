@@ -24,7 +24,7 @@ from xcagw_common.grpc_client import check_health, create_channel
 PDS = "pds-adapter"
 GPCONNECT = "gpconnect-adapter"
 CCDA = "ccda-converter"
-TOKEN = "token-service"  # noqa: S105 - a service name, not a secret
+TOKEN = "token-service"  # nosec B105 # noqa: S105 - a service name, not a secret
 
 
 class FailureKind(StrEnum):

@@ -70,7 +70,7 @@ def _healthcheck() -> int:
     from xcagw_common.grpc_client import check_health, create_channel
 
     settings = Settings()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # nosec B104 # noqa: S104
 
     async def probe() -> bool:
         async with create_channel(f"{host}:{settings.port}") as channel:

@@ -71,7 +71,7 @@ class FaultInjector:
 
     def __init__(self, seed: int) -> None:
         # Reproducible fault sequences, not security: S311 does not apply.
-        self._rng = random.Random(f"faults:{seed}")  # noqa: S311
+        self._rng = random.Random(f"faults:{seed}")  # nosec B311 # noqa: S311
         self.config = FaultConfig()
         self._bursts: dict[str, int] = {}
 

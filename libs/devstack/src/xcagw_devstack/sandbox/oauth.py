@@ -146,7 +146,7 @@ async def token(request: Request) -> Response:
         {
             "access_token": access_token,
             "expires_in": str(599),
-            "token_type": "Bearer",
+            "token_type": "Bearer",  # nosec B105
             "issued_at": str(int(time.time() * 1000)),
         },
         media_type="application/json",

@@ -192,7 +192,7 @@ class _Gen:
 
     def __init__(self, seed_text: str) -> None:
         # Reproducible synthetic data, not security: S311 does not apply.
-        self.rng = random.Random(seed_text)  # noqa: S311
+        self.rng = random.Random(seed_text)  # nosec B311 # noqa: S311
 
     def uid(self) -> str:
         x = self.rng.getrandbits(128)
@@ -1713,7 +1713,7 @@ def _assemble(record: _Record, req: RecordRequest, bundle_id: str) -> Json:
 
 
 def _default_size(nhs: str, seed: int) -> int:
-    return random.Random(f"size:{nhs}:{seed}").randint(90, 160)  # noqa: S311
+    return random.Random(f"size:{nhs}:{seed}").randint(90, 160)  # nosec B311 # noqa: S311
 
 
 def build_record(patient: PanelPatient, *, size: int | None = None, seed: int = 0) -> _Record:
