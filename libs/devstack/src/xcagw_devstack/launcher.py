@@ -321,7 +321,8 @@ class Stack:
                 log_file.flush()
                 self._say(comp.name, raw.decode("utf-8", "replace").rstrip())
 
-    def start_component(self, comp: Component, timeout: float = 60.0) -> None:
+    def spawn(self, comp: Component) -> None:
+        """Start one component's process (in its own session) and its log pump."""
         comp.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.env, **comp.env}
         comp.process = subprocess.Popen(  # nosec B603 # noqa: S603 - argv built from fixed names
@@ -338,11 +339,15 @@ class Stack:
                 target=self._pump, args=(comp, comp.process.stdout), daemon=True
             )
             comp.pump.start()
+
+    def wait_ready(self, comp: Component, timeout: float = 60.0) -> None:
+        """Block until the component's own readiness signal, or fail with its last log lines."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if comp.process.poll() is not None:
+            if comp.process is None or comp.process.poll() is not None:
+                code = comp.process.returncode if comp.process else None
                 raise RuntimeError(
-                    f"{comp.name} exited with {comp.process.returncode} before it was ready; "
+                    f"{comp.name} exited with {code} before it was ready; "
                     f"last log lines:\n{self.tail(comp.name)}"
                 )
             if comp.ready():
@@ -353,15 +358,30 @@ class Stack:
             f"{comp.name} not ready after {timeout:.0f}s; last log lines:\n{self.tail(comp.name)}"
         )
 
+    def start_component(self, comp: Component, timeout: float = 60.0) -> None:
+        self.spawn(comp)
+        self.wait_ready(comp, timeout)
+
     def start(self, timeout: float = 90.0) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "redis").mkdir(exist_ok=True)
         (self.workdir / "keys").mkdir(exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
+        comps = self._components()
+        # Dependency layers: each layer's processes start together (their imports overlap on
+        # both cores) and are all awaited before the next layer starts.
+        layers = [
+            [c for c in comps if c.name in ("redis", "sandbox")],
+            [c for c in comps if c.name in GRPC_SERVICES],
+            [c for c in comps if c.name == "soap-edge"],
+        ]
         try:
-            for comp in self._components():
-                self.components[comp.name] = comp
-                self.start_component(comp, timeout)
+            for layer in layers:
+                for comp in layer:
+                    self.components[comp.name] = comp
+                    self.spawn(comp)
+                for comp in layer:
+                    self.wait_ready(comp, timeout)
         except BaseException:
             self.stop()
             raise
