@@ -41,18 +41,8 @@ EXTERNAL_METRICS: dict[str, str] = {
 
 # Metrics the alerts of issue #10 need that other issues' code has not exported yet, with the
 # issue that owns them. A name listed here that appears in the code is fine (remove it then).
-PENDING_METRICS: dict[str, str] = {
-    "xcagw_audit_backlog_messages": (
-        "#9 soap-edge ATNA audit: Gauge, audit messages not yet delivered to the ARR"
-    ),
-    "xcagw_certificate_expiry_timestamp_seconds": (
-        "#9/#6: Gauge{name}, notAfter (unix s) of each loaded certificate "
-        "(soap-edge TLS, partner/SAML trust, SSP client, gRPC TLS)"
-    ),
-    "xcagw_signing_key_activated_timestamp_seconds": (
-        "#4 token-service: Gauge, unix time the current signing key started signing"
-    ),
-}
+# Names used by dashboards or alerts before the code defines them (issue number first).
+PENDING_METRICS: dict[str, str] = {}
 
 _PROMQL_KEYWORDS = {
     "by",

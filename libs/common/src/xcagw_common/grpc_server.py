@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AioHealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from xcagw_common.metrics import MetricsInterceptor, start_metrics_server
+from xcagw_common.metrics import MetricsInterceptor, observe_certificate, start_metrics_server
 from xcagw_common.settings import BaseServiceSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ def server_credentials(settings: BaseServiceSettings) -> grpc.ServerCredentials 
     key = Path(settings.tls_key_file).read_bytes()
     cert = Path(settings.tls_cert_file).read_bytes()
     ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    observe_certificate("grpc-server", cert)
+    if ca is not None:
+        observe_certificate("grpc-client-ca", ca)
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
     )

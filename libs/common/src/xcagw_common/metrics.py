@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _Handler = Any  # grpc.RpcMethodHandler; grpc-stubs lag behind grpc.aio
 
@@ -33,6 +33,25 @@ CACHE_REQUESTS = Counter(
     "Cache look-ups by cache name and result (hit or miss).",
     ["cache", "result"],
 )
+
+CERTIFICATE_EXPIRY = Gauge(
+    "xcagw_certificate_expiry_timestamp_seconds",
+    "notAfter (Unix seconds) of each certificate this process presents or trusts, by name.",
+    ["name"],
+)
+
+
+def observe_certificate(name: str, pem: bytes) -> None:
+    """Export the earliest notAfter in a PEM bundle, so expiry alerts fire in time."""
+    from cryptography import x509
+
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return
+    if certs:
+        CERTIFICATE_EXPIRY.labels(name).set(min(c.not_valid_after_utc.timestamp() for c in certs))
+
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _REFLECTION_PREFIX = "/grpc.reflection."

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import httpx
 
 from gpconnect_adapter.config import Settings
+from xcagw_common.metrics import observe_certificate
 
 SSP_TLS12_CIPHERS = "AESGCM+EECDH:AESGCM+EDH:AES256+EECDH:AES256+EDH"
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
@@ -28,6 +30,7 @@ def ssp_ssl_context(settings: Settings) -> ssl.SSLContext:
     ctx.set_ciphers(SSP_TLS12_CIPHERS)
     if settings.ssp_client_cert_file:
         ctx.load_cert_chain(settings.ssp_client_cert_file, settings.ssp_client_key_file or None)
+        observe_certificate("ssp-client", Path(settings.ssp_client_cert_file).read_bytes())
     return ctx
 
 

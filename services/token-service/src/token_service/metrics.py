@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 TOKENS_MINTED = Counter(
     "xcagw_tokens_minted_total",
@@ -23,6 +23,12 @@ OAUTH_ERRORS = Counter(
     "xcagw_nhs_access_token_errors_total",
     "GetNhsAccessToken calls that failed, by ErrorInfo reason.",
     ["reason"],
+)
+
+SIGNING_KEY_ACTIVATED = Gauge(
+    "xcagw_signing_key_activated_timestamp_seconds",
+    "When the key that signs now became the signing key (Unix seconds); alerts on overdue "
+    "rotation.",
 )
 
 CACHE_NAME = "nhs-access-token"

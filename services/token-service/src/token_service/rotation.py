@@ -68,7 +68,7 @@ from token_service.keys import (
     jwks_document,
     scan_keys_dir,
 )
-from token_service.metrics import KEY_ROTATIONS, KEYS_RETIRED, TOKENS_MINTED
+from token_service.metrics import KEY_ROTATIONS, KEYS_RETIRED, SIGNING_KEY_ACTIVATED, TOKENS_MINTED
 from token_service.redis_lock import RedisLock
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,10 @@ class KeyManager:
             state = self._snapshot
         if state is None:
             return KeyView(active=None, pending=None, published=[])
-        return state.view(self.clock())
+        view = state.view(self.clock())
+        if view.active is not None:
+            SIGNING_KEY_ACTIVATED.set(view.active.active_from)
+        return view
 
     # --- private keys on this replica -------------------------------------------------------------
 

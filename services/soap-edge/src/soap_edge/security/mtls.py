@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -34,6 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from soap_edge.security.errors import ClientCertificateRequired, UnknownPartner
 from soap_edge.security.partners import Partner, PartnerRegistry, fingerprint
+from xcagw_common.metrics import observe_certificate
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def build_ssl_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
+    observe_certificate("soap-edge-server", Path(cert_file).read_bytes())
     if client_ca_file:
         ctx.load_verify_locations(cafile=client_ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
