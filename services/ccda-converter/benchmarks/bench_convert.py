@@ -1,9 +1,19 @@
 """Converter benchmark (run by `make bench`): median time, entries/s and peak RSS per bundle.
 
-Each bundle is measured in a fresh subprocess so peak RSS is per bundle. Targets (2-core dev
-machine): largest real bundle (~480 entries) < 30 ms median; 10,000-entry synthetic record
-< 0.6 s and < 300 MB RSS; time linear in entries. Not a test: numbers depend on machine load,
-so a CPU calibration loop is printed alongside.
+Targets (issue #7, 2-core dev machine): the largest real bundle (~480 entries) under 30 ms
+median; a 10,000-entry synthetic record under 0.6 s and 300 MB peak RSS; time linear in entries.
+Not a test: timings depend on machine load (other engineers share the 2 cores), so every timed
+conversion is paired with a calibration loop (1M Python integer additions) run just before it,
+both measured in process CPU time (immune to being descheduled, not to cache and memory
+contention). "norm ms" = median of the conversion/calibration CPU ratios x the best calibration
+seen in the whole run: an estimate of the time on the machine when idle, where wall = CPU.
+
+Each bundle runs in a fresh subprocess so peak RSS (ru_maxrss: input bundle, converter and CCD
+included) is per bundle.
+
+    .venv/bin/python services/ccda-converter/benchmarks/bench_convert.py
+    .venv/bin/python services/ccda-converter/benchmarks/bench_convert.py \
+        --sizes 1,100,1000 --repeat 5
 """
 
 from __future__ import annotations
@@ -20,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
-SIZES = (100, 1000, 2500, 5000, 10000)
+SIZES = (1, 100, 1000, 5000, 10000)
+LARGEST_REAL = "9692136744.json"
+TARGET_REAL_MS = 30.0
+TARGET_10K_MS = 600.0
+TARGET_10K_RSS_MB = 300.0
 
 
 def shared_dir() -> Path:
@@ -28,12 +42,13 @@ def shared_dir() -> Path:
     return Path(env) if env else REPO / ".." / "shared"
 
 
-def _calibrate() -> float:
-    start = time.perf_counter()
+def calibrate() -> float:
+    """CPU milliseconds for 1M Python integer additions (the machine-speed yardstick)."""
+    start = time.process_time()
     x = 0
     for i in range(1_000_000):
         x += i
-    return (time.perf_counter() - start) * 1000
+    return (time.process_time() - start) * 1000
 
 
 def _load(spec: str) -> dict[str, Any]:
@@ -50,59 +65,116 @@ def measure(spec: str, repeat: int) -> dict[str, Any]:
 
     bundle = _load(spec)
     entries = len(bundle.get("entry") or [])
-    convert_bundle(bundle)  # warm-up (imports, caches)
-    times = []
+    result = convert_bundle(bundle)  # warm-up (imports, template and code caches)
+    wall: list[float] = []
+    cpu: list[float] = []
+    cal: list[float] = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        cal.append(calibrate())
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = convert_bundle(bundle)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        wall.append((time.perf_counter() - start) * 1000)
     return {
         "bundle": spec if spec.startswith("synthetic:") else Path(spec).name,
         "entries": entries,
-        "median_ms": round(median * 1000, 1),
-        "entries_per_s": round(entries / median) if median else 0,
+        "wall_ms": wall,
+        "cpu_ms": cpu,
+        "calibration_ms": cal,
         "ccd_kb": len(result.ccd_xml) // 1024,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "calibration_loop_ms": round(_calibrate(), 1),
+        "coded_ratio": result.coded_ratio,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
+def _run_child(spec: str, repeat: int) -> dict[str, Any] | None:
+    cmd = [sys.executable, __file__, "--one", spec, "--repeat", str(repeat)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    if proc.returncode != 0:
+        print(f"{spec}: failed: {proc.stderr[-800:]}", file=sys.stderr)  # noqa: T201
+        return None
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def _default_repeat(spec: str) -> int:
+    if not spec.startswith("synthetic:"):
+        return 21
+    size = int(spec.split(":", 1)[1])
+    return 21 if size <= 1000 else 7 if size <= 5000 else 5
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--repeat", type=int, default=0, help="runs per bundle (default by size)")
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--repeat", type=int, default=0, help="timed runs per bundle")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="synthetic sizes")
+    parser.add_argument("--no-real", action="store_true", help="synthetic bundles only")
     args = parser.parse_args()
     if args.one:
-        repeat = args.repeat or (3 if args.one.startswith("synthetic:") else 15)
-        print(json.dumps(measure(args.one, repeat)))  # noqa: T201
+        print(json.dumps(measure(args.one, args.repeat or _default_repeat(args.one))))  # noqa: T201
         return 0
-    specs = [str(p) for p in sorted((shared_dir() / "xhuma-fixtures" / "bundles").glob("*.json"))]
+    specs: list[str] = []
+    if not args.no_real:
+        specs += [
+            str(p) for p in sorted((shared_dir() / "xhuma-fixtures" / "bundles").glob("*.json"))
+        ]
     try:
         import xcagw_devstack.sandbox.synthetic  # noqa: F401
 
         specs += [f"synthetic:{n}" for n in args.sizes.split(",") if n]
     except ImportError:
         print("synthetic generator not installed: real bundles only", file=sys.stderr)  # noqa: T201
-    header = (
-        f"{'bundle':<22}{'entries':>8}{'median ms':>11}{'entries/s':>11}{'CCD KB':>8}"
-        f"{'peak RSS MB':>13}{'calib ms':>10}"
+    rows = [r for r in (_run_child(s, args.repeat or _default_repeat(s)) for s in specs) if r]
+    if not rows:
+        return 1
+    best_cal = min(min(r["calibration_ms"]) for r in rows)
+    print(  # noqa: T201
+        f"calibration (1M int additions): best {best_cal:.1f} ms over the run; "
+        f"'norm' columns are scaled to it\n"
     )
-    print(header)  # noqa: T201
-    for spec in specs:
-        cmd = [sys.executable, __file__, "--one", spec]
-        if args.repeat:
-            cmd += ["--repeat", str(args.repeat)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
-        if proc.returncode != 0:
-            print(f"{spec}: failed: {proc.stderr[-500:]}")  # noqa: T201
-            continue
-        r = json.loads(proc.stdout)
+    print(  # noqa: T201
+        f"{'bundle':<22}{'entries':>8}{'median ms':>11}{'cpu ms':>9}{'calib cpu':>10}"
+        f"{'norm ms':>9}{'entries/s':>11}{'norm us/entry':>15}{'CCD KB':>8}{'peak RSS MB':>13}"
+    )
+    for r in rows:
+        ratios = [w / c for w, c in zip(r["cpu_ms"], r["calibration_ms"], strict=True)]
+        r["median_ms"] = statistics.median(r["wall_ms"])
+        r["norm_ms"] = statistics.median(ratios) * best_cal
+        r["norm_us_per_entry"] = r["norm_ms"] * 1000 / max(r["entries"], 1)
         print(  # noqa: T201
-            f"{r['bundle']:<22}{r['entries']:>8}{r['median_ms']:>11}{r['entries_per_s']:>11}"
-            f"{r['ccd_kb']:>8}{r['peak_rss_mb']:>13}{r['calibration_loop_ms']:>10}"
+            f"{r['bundle']:<22}{r['entries']:>8}{r['median_ms']:>11.1f}"
+            f"{statistics.median(r['cpu_ms']):>9.1f}{statistics.median(r['calibration_ms']):>10.1f}"
+            f"{r['norm_ms']:>9.1f}{r['entries'] / r['median_ms'] * 1000:>11.0f}"
+            f"{r['norm_us_per_entry']:>15.1f}{r['ccd_kb']:>8}{r['peak_rss_mb']:>13.1f}"
         )
+    sweep = [r for r in rows if r["bundle"].startswith("synthetic:") and r["entries"] >= 100]
+    if len(sweep) >= 2:
+        per_entry = [r["norm_us_per_entry"] for r in sweep]
+        spread = max(per_entry) / min(per_entry)
+        print(  # noqa: T201
+            "\nlinearity (synthetic >= 100 entries, norm us/entry): "
+            + ", ".join(f"{r['entries']}: {r['norm_us_per_entry']:.0f}" for r in sweep)
+            + f"; max/min {spread:.2f} ({'linear' if spread <= 1.5 else 'NOT linear'}: <= 1.5)"
+        )
+    print()  # noqa: T201
+    for r in rows:
+        if r["bundle"] == LARGEST_REAL:
+            ok = r["norm_ms"] < TARGET_REAL_MS
+            print(  # noqa: T201
+                f"target largest real bundle < {TARGET_REAL_MS:.0f} ms: median "
+                f"{r['median_ms']:.1f} ms, normalised {r['norm_ms']:.1f} ms -> "
+                f"{'met' if ok else 'NOT met'} (normalised)"
+            )
+        if r["bundle"] == "synthetic:10000":
+            ok = r["norm_ms"] < TARGET_10K_MS and r["peak_rss_mb"] < TARGET_10K_RSS_MB
+            print(  # noqa: T201
+                f"target 10,000 entries < {TARGET_10K_MS:.0f} ms and < {TARGET_10K_RSS_MB:.0f} MB:"
+                f" median {r['median_ms']:.1f} ms, normalised {r['norm_ms']:.1f} ms, peak RSS "
+                f"{r['peak_rss_mb']:.1f} MB -> {'met' if ok else 'NOT met'} (normalised)"
+            )
     return 0
 
 

@@ -175,15 +175,16 @@ def extensions(data: dict[str, Any], url_suffix: str) -> list[dict[str, Any]]:
     """Extensions whose url ends with ``url_suffix``.
 
     Vendors vary the base (fhir.nhs.uk vs fhir.hl7.org.uk), so only the suffix is compared."""
-    out = []
     raw = data.get("extension")
-    if isinstance(raw, list):
-        for ext in raw:
-            if isinstance(ext, dict):
-                url = ext.get("url")
-                if isinstance(url, str) and url.strip().endswith(url_suffix):
-                    out.append(ext)
-    return out
+    if not raw or not isinstance(raw, list):
+        return []
+    return [
+        ext
+        for ext in raw
+        if isinstance(ext, dict)
+        and isinstance(url := ext.get("url"), str)
+        and url.strip().endswith(url_suffix)
+    ]
 
 
 def extension(data: dict[str, Any], url_suffix: str) -> dict[str, Any] | None:

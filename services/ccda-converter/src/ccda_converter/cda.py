@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from lxml import etree
 
 from ccda_converter.codes import SNOMED, Code, Concept, primary
-from ccda_converter.ns import NSMAP, V3_PREFIX, XSI_TYPE
+from ccda_converter.ns import PROTO_NSMAP, V3_PREFIX, XSI_TYPE
+from ccda_converter.template import E
 
 _SE = etree.SubElement
 _V = V3_PREFIX
@@ -29,7 +30,7 @@ def fixed(parent: Element, local: str, attrib: dict[str, str]) -> Element:
     key = (local, *attrib.items())
     proto = _PROTO.get(key)
     if proto is None:
-        proto = etree.Element(_V + local, attrib, nsmap=NSMAP)
+        proto = etree.Element(_V + local, attrib, nsmap=PROTO_NSMAP)
         if len(_PROTO) < 50_000:
             _PROTO[key] = proto
     el = proto.__copy__()
@@ -121,13 +122,67 @@ def cd(
     force_null: str | None = None,
     prefer: tuple[str, ...] = (SNOMED,),
     extra: Iterable[Code] = (),
+    before: Element | None = None,
 ) -> Element:
     """A CD/CE from a normalised CodeableConcept.
 
     The preferred coding (SNOMED first) goes in @code, every other coding in <translation>, the
     text in <originalText> (a reference to the narrative when given). ``force_null`` is for slots
     whose value set we cannot meet (RxNorm, CVX): @nullFlavor="OTH" and every coding as a
-    translation (HL7 C-CDA on FHIR mappingGuidance)."""
+    translation (HL7 C-CDA on FHIR mappingGuidance). ``before``: insert before that child of
+    ``parent`` instead of appending.
+
+    Records repeat the same codes (one drug, one test, many times): the element is built once and
+    later copies are stamped from it (only the originalText reference differs)."""
+    extra = tuple(extra)
+    key = (
+        local,
+        xsi_type,
+        force_null,
+        prefer,
+        bool(ref),
+        concept.null_flavor,
+        "" if ref else concept.text,  # with a reference the text is not written
+        tuple(concept.codes),
+        tuple(concept.unknown),
+        extra,
+    )
+    proto = _CD_PROTO.get(key)
+    if proto is not None:
+        el = proto.__copy__()
+        if before is not None:
+            before.addprevious(el)
+        else:
+            parent.append(el)
+        if ref:
+            el[0][0].set("value", "#" + ref)
+        return el
+    el = _cd(parent, local, concept, ref, xsi_type, force_null, prefer, extra)
+    if before is not None:
+        # Built in place, then moved into schema order (same document: a cheap relink).
+        before.addprevious(el)
+    if len(_CD_PROTO) >= _CD_PROTO_LIMIT:
+        _CD_PROTO.clear()
+    _CD_PROTO[key] = el.__copy__()
+    return el
+
+
+# CD prototypes by content (process-wide, bounded: cleared when full; dict operations are atomic,
+# prototypes are only ever copied).
+_CD_PROTO: dict[tuple[Any, ...], Element] = {}
+_CD_PROTO_LIMIT: Final = 4096
+
+
+def _cd(
+    parent: Element,
+    local: str,
+    concept: Concept,
+    ref: str | None,
+    xsi_type: str | None,
+    force_null: str | None,
+    prefer: tuple[str, ...],
+    extra: tuple[Code, ...],
+) -> Element:
     attrib: dict[str, str] = {}
     if xsi_type:
         attrib[XSI_TYPE] = xsi_type
@@ -204,6 +259,78 @@ def text_ref(parent: Element, ref: str) -> Element:
     el = _SE(parent, _V + "text")
     _SE(el, _V + "reference", {"value": "#" + ref})
     return el
+
+
+# ---- prototype parts (for Templates; same attribute order as the builders above) ---------------
+
+
+def p_templates(root: str, extension: str | None = None) -> list[Element]:
+    """templateId parts as ``templates`` writes them."""
+    if extension:
+        return [E.templateId(root=root, extension=extension), E.templateId(root=root)]
+    return [E.templateId(root=root)]
+
+
+def p_template(root: str, extension: str | None = None) -> Element:
+    """A single templateId part as ``template_only`` writes it."""
+    if extension:
+        return E.templateId(root=root, extension=extension)
+    return E.templateId(root=root)
+
+
+def p_code(
+    code_value: str,
+    system: str,
+    display: str | None = None,
+    system_name: str | None = None,
+    local: str = "code",
+    xsi_type: str | None = None,
+) -> Element:
+    """A fixed code part as ``code`` writes it."""
+    attrib: dict[str, str] = {}
+    if xsi_type:
+        attrib[XSI_TYPE] = xsi_type
+    attrib["code"] = code_value
+    attrib["codeSystem"] = system
+    if system_name:
+        attrib["codeSystemName"] = system_name
+    if display:
+        attrib["displayName"] = display
+    return E(local, attrib)
+
+
+def p_text_ref(slot: str = "ref") -> Element:
+    """<text><reference value="$slot"/></text>; the slot value includes the '#'."""
+    return E.text(E.reference(value="$" + slot))
+
+
+def p_ivl(
+    low: bool,
+    high: bool,
+    *,
+    local: str = "effectiveTime",
+    low_null: str | None = "UNK",
+    high_null: str | None = None,
+    xsi_type: bool = False,
+    low_slot: str = "low",
+    high_slot: str = "high",
+) -> Element:
+    """An ``ivl_ts`` part: low/high from slots when present, else their nullFlavors."""
+    el = E(local, {XSI_TYPE: "IVL_TS"}) if xsi_type else E(local)
+    if low:
+        el.append(E.low(value="$" + low_slot))
+    elif low_null:
+        el.append(E.low(nullFlavor=low_null))
+    if high:
+        el.append(E.high(value="$" + high_slot))
+    elif high_null:
+        el.append(E.high(nullFlavor=high_null))
+    return el
+
+
+def p_ts(local: str, timed: bool, slot: str = "when", null: str = "UNK") -> Element:
+    """A ``ts`` part: @value from the slot, or the nullFlavor."""
+    return E(local, value="$" + slot) if timed else E(local, nullFlavor=null)
 
 
 # ---- quantities -------------------------------------------------------------------------------
@@ -327,6 +454,21 @@ def unit_label(quantity: dict[str, Any]) -> str:
     return unit_code.strip() if isinstance(unit_code, str) else ""
 
 
+def pq_parts(quantity: dict[str, Any], countable_ok: bool = False) -> tuple[str, str | None, str]:
+    """What ``pq`` writes for a Quantity with a numeric value: (value, @unit or None, text of
+    the nullFlavor translation or ''). The value must be numeric (``number`` not None)."""
+    value = number(quantity.get("value"))
+    if value is None:
+        raise ValueError("pq_parts needs a Quantity with a numeric value")
+    unit = ucum(quantity)
+    if unit:
+        return value, unit, ""
+    label_text = unit_label(quantity)
+    if not label_text:
+        return value, "1", ""
+    return value, None, "" if countable_ok else label_text
+
+
 def pq(
     parent: Element,
     local: str,
@@ -342,22 +484,23 @@ def pq(
     attrib: dict[str, str] = {}
     if xsi_type:
         attrib[XSI_TYPE] = xsi_type
-    value = number(quantity.get("value"))
-    unit = ucum(quantity)
-    label_text = unit_label(quantity)
-    if value is None:
+    if number(quantity.get("value")) is None:
         attrib["nullFlavor"] = "UNK"
         return _SE(parent, _V + local, attrib)
+    value, unit, translation = pq_parts(quantity, countable_ok)
     attrib["value"] = value
     if unit:
         attrib["unit"] = unit
-    elif not label_text:
-        attrib["unit"] = "1"
     el = _SE(parent, _V + local, attrib)
-    if not unit and label_text and not countable_ok:
-        tr = _SE(el, _V + "translation", {"value": value, "nullFlavor": "OTH"})
-        _SE(tr, _V + "originalText").text = label_text
+    if translation:
+        pq_translation(el, value, translation)
     return el
+
+
+def pq_translation(el: Element, value: str, text: str) -> None:
+    """The nullFlavor translation carrying a non-UCUM unit as text."""
+    tr = _SE(el, _V + "translation", {"value": value, "nullFlavor": "OTH"})
+    _SE(tr, _V + "originalText").text = text
 
 
 def quantity_text(quantity: Any) -> str:

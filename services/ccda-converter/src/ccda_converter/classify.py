@@ -78,7 +78,17 @@ VALUE_KEYS: Final = (
 )  # fmt: skip
 
 
+_VALUE_KEY_SET: Final = frozenset(VALUE_KEYS)
+
+
 def value_key(data: dict[str, Any]) -> str | None:
+    """The value[x] element present (first in VALUE_KEYS order), or None."""
+    present = _VALUE_KEY_SET.intersection(data)
+    if not present:
+        return None
+    if len(present) == 1:
+        key = next(iter(present))
+        return key if data[key] is not None else None
     for key in VALUE_KEYS:
         if data.get(key) is not None:
             return key

@@ -7,8 +7,11 @@ NHS GP2GP adaptor). One registry for the whole converter; an unknown system neve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 SNOMED: Final = "2.16.840.1.113883.6.96"
 LOINC: Final = "2.16.840.1.113883.6.1"
@@ -93,9 +96,9 @@ IDENTIFIER_SYSTEMS: Final[dict[str, str]] = {
 }
 
 
-@dataclass(slots=True, frozen=True)
-class Code:
-    """One usable coding: a code in a system with a known OID."""
+class Code(NamedTuple):
+    """One usable coding: a code in a system with a known OID (a tuple: cheap to build and to
+    hash, as the converter creates one per coding)."""
 
     code: str
     oid: str
@@ -105,12 +108,29 @@ class Code:
 
 @dataclass(slots=True)
 class Concept:
-    """A CodeableConcept split into what CDA needs."""
+    """A CodeableConcept split into what CDA needs. Shared through the per-conversion memo:
+    never mutate one."""
 
     codes: list[Code]
     unknown: list[tuple[str, str, str]]  # (system, code, display) with no OID
     text: str
     null_flavor: str | None  # a coding from the v3 NullFlavor system
+
+
+# Per-conversion memo of normalised CodeableConcepts by object identity (the same JSON object is
+# read by classification, narrative and entry). Holding the object keeps its id from being reused;
+# the memo lives only while a conversion runs (``concept_memo``), so nothing outlives it.
+_MEMO: ContextVar[dict[int, tuple[Any, Concept]] | None] = ContextVar("concept_memo", default=None)
+
+
+@contextmanager
+def concept_memo() -> Iterator[None]:
+    """Memoise ``concept`` for the duration of one conversion (per thread / context)."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
 
 
 def _clean(value: Any) -> str:
@@ -152,38 +172,55 @@ def is_oid(text: str) -> bool:
 
 def concept(cc: Any) -> Concept:
     """Normalise a CodeableConcept (tolerating junk shapes) into codes, text and nullFlavor."""
+    if not isinstance(cc, dict):
+        return Concept([], [], "", None)
+    memo = _MEMO.get()
+    if memo is not None:
+        hit = memo.get(id(cc))
+        if hit is not None and hit[0] is cc:
+            return hit[1]
+    value = _concept(cc)
+    if memo is not None:
+        memo[id(cc)] = (cc, value)
+    return value
+
+
+def _concept(cc: dict[str, Any]) -> Concept:
     codes: list[Code] = []
     unknown: list[tuple[str, str, str]] = []
     null_flavor: str | None = None
-    text = ""
-    if isinstance(cc, dict):
-        text = _clean(cc.get("text"))
-        raw = cc.get("coding")
-        if isinstance(raw, list):
-            for coding in raw:
-                if not isinstance(coding, dict):
-                    continue
-                system = _clean(coding.get("system"))
-                code = _clean(coding.get("code"))
-                display = _clean(coding.get("display"))
-                if system in NULL_FLAVOR_SYSTEMS:
-                    if code in VALID_NULL_FLAVORS:
-                        null_flavor = code
-                    if display and not text:
-                        text = display
-                    continue
-                if not code:
-                    if display and not text:
-                        text = display
-                    continue
-                found = system_oid(system)
-                if found is None:
-                    unknown.append((system, code, display))
-                    continue
-                oid, name = found
-                if oid == SNOMED and name == "SNOMED CT":
-                    name = _sct_name(code)
-                codes.append(Code(code, oid, name, display))
+    text = cc.get("text")
+    text = text.strip() if isinstance(text, str) else ""
+    raw = cc.get("coding")
+    if isinstance(raw, list):
+        for coding in raw:
+            if not isinstance(coding, dict):
+                continue
+            # Real GP Connect data has codes with leading/trailing spaces ('394595002 ').
+            system = coding.get("system")
+            system = system.strip() if isinstance(system, str) else ""
+            code = coding.get("code")
+            code = code.strip() if isinstance(code, str) else ""
+            display = coding.get("display")
+            display = display.strip() if isinstance(display, str) else ""
+            if system in NULL_FLAVOR_SYSTEMS:
+                if code in VALID_NULL_FLAVORS:
+                    null_flavor = code
+                if display and not text:
+                    text = display
+                continue
+            if not code:
+                if display and not text:
+                    text = display
+                continue
+            found = CODE_SYSTEMS.get(system) or system_oid(system)
+            if found is None:
+                unknown.append((system, code, display))
+                continue
+            oid, name = found
+            if oid == SNOMED and name == "SNOMED CT":
+                name = _sct_name(code)
+            codes.append(Code(code, oid, name, display))
     if not text:
         for c in codes:
             if c.display:

@@ -10,10 +10,11 @@ from lxml import etree
 
 from ccda_converter import cda
 from ccda_converter.bundle import BundleIndex, Resource, as_list, text_of
-from ccda_converter.codes import IDENTIFIER_SYSTEMS, RFC3986_OID, Concept, concept, is_oid
-from ccda_converter.dates import sort_key, to_ts
+from ccda_converter.codes import IDENTIFIER_SYSTEMS, RFC3986_OID, concept, is_oid
+from ccda_converter.dates import sort_key, ts_of
 from ccda_converter.model import ConvertOptions, CoverageCount
-from ccda_converter.ns import NSMAP, v3
+from ccda_converter.ns import PROTO_NSMAP, v3
+from ccda_converter.template import E, Template
 
 _NS = uuid.UUID("9f0c6a62-3c1e-5f57-9a55-2f1b6a1c7c11")
 
@@ -35,30 +36,46 @@ class Context:
         self.warnings: list[str] = []
         self._disposition: dict[int, tuple[Resource, int, str]] = {}
         self._counters: dict[str, int] = {}
-        self.earliest: str | None = None
-        self._author_proto: dict[str, cda.Element] = {}
-        self._concepts: dict[int, tuple[Any, Concept]] = {}
+        self._dates: dict[str, None] = {}
+        self._author_tpl: dict[tuple[str, bool], Template] = {}
+        self._author_by_ref: dict[tuple[Any, bool], Template | None] = {}
         self.entry_ids: dict[str, str] = {}
         self.section_of: dict[int, str] = {}
+        # Where the next Section is created (a <component> of the document body); None: detached.
+        self.section_parent: cda.Element | None = None
         # Section key -> (label, text) notices from GP Connect Lists (warnings, emptyReason, notes).
         self.notices: dict[str, list[tuple[str, str]]] = {}
 
     # ---- ids ----------------------------------------------------------------------------------
+    @property
+    def seed(self) -> str:
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: str) -> None:
+        self._seed = value
+        # The keyed hash state after "<seed>|" is computed once; uid() copies it.
+        self._hasher = hashlib.blake2b(digest_size=16, key=_NS.bytes)
+        self._hasher.update((value + "|").encode())
+
     def uid(self, key: str) -> str:
         """Deterministic entry id: UUID v5 of the record identity and the resource key, so the
         same record gives the same ids on every run (CDA UUIDs are upper case)."""
         # A name-based UUID (RFC 4122 layout, version 5 bits) from BLAKE2b: cheaper than
         # uuid.uuid5 and just as stable.
-        h = (
-            hashlib.blake2b((self.seed + "|" + key).encode(), digest_size=16, key=_NS.bytes)
-            .hexdigest()
-            .upper()
-        )
+        hasher = self._hasher.copy()
+        hasher.update(key.encode())
+        h = hasher.hexdigest().upper()
         return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
     def entry_id(self, parent: cda.Element, res: Resource, suffix: str = "") -> str:
-        value = self.uid(res.key + suffix)
+        value = self.entry_uid(res, suffix)
         cda.ii(parent, value)
+        return value
+
+    def entry_uid(self, res: Resource, suffix: str = "") -> str:
+        """The deterministic entry id of a resource (``suffix`` for its sub-entries)."""
+        value = self.uid(res.key + suffix)
         if not suffix:
             self.entry_ids[res.key] = value
         return value
@@ -68,25 +85,24 @@ class Context:
         self._counters[prefix] = n
         return f"{prefix}{n}"
 
-    def concept(self, cc: Any) -> Concept:
-        """codes.concept, memoised for the conversion (the same CodeableConcept is read by the
-        narrative and by the entry)."""
-        if not isinstance(cc, dict):
-            return concept(cc)
-        hit = self._concepts.get(id(cc))
-        if hit is not None and hit[0] is cc:
-            return hit[1]
-        value = concept(cc)
-        self._concepts[id(cc)] = (cc, value)
-        return value
+    # codes.concept (memoised for the conversion by ``codes.concept_memo``).
+    concept = staticmethod(concept)
 
     # ---- dates ----------------------------------------------------------------------------------
     def ts(self, value: Any) -> str | None:
-        """to_ts plus tracking of the earliest clinical date (serviceEvent low)."""
-        out = to_ts(value)
-        if out is not None and (self.earliest is None or sort_key(out) < sort_key(self.earliest)):
-            self.earliest = out
+        """to_ts, remembering every clinical date seen (``earliest``: serviceEvent low)."""
+        if value.__class__ is not str:
+            return None
+        out = ts_of(value)
+        if out is not None:
+            self._dates[out] = None
         return out
+
+    @property
+    def earliest(self) -> str | None:
+        """The earliest clinical date converted so far (offsets ignored; of equal ones, the first
+        seen: the dict keeps insertion order and min() returns the first minimum)."""
+        return min(self._dates, key=sort_key) if self._dates else None
 
     # ---- coverage ----------------------------------------------------------------------------
     def mark(self, res: Resource, level: int, reason: str = "") -> None:
@@ -132,32 +148,58 @@ class Context:
 
     # ---- people and organisations -----------------------------------------------------------
     def author(
-        self, parent: cda.Element, ref: Any, time: str | None, context: Resource | None = None
+        self,
+        parent: cda.Element,
+        ref: Any,
+        time: str | None,
+        context: Resource | None = None,
+        before: cda.Element | None = None,
     ) -> None:
         """Author Participation (4.119) for a Practitioner/PractitionerRole/Organization reference.
         Left out when the reference does not resolve (dangling references are common in GP
-        Connect captures)."""
+        Connect captures). ``before``: insert before that child of ``parent``."""
+        timed = bool(time)
+        ref_text = ref.get("reference") if isinstance(ref, dict) else ref
+        # Absolute and relative references resolve the same from any context: memoise them.
+        cacheable = isinstance(ref_text, str) and not ref_text.startswith("#")
+        tpl = self._author_by_ref.get((ref_text, timed)) if cacheable else None
+        if tpl is None:
+            if cacheable and (ref_text, timed) in self._author_by_ref:
+                return  # known not to resolve to an author
+            tpl = self._author_template(ref, context, timed)
+            if cacheable:
+                self._author_by_ref[(ref_text, timed)] = tpl
+            if tpl is None:
+                return
+        author = tpl.stamp_root(parent, {"time": time} if timed else None)
+        if before is not None:
+            before.addprevious(author)
+
+    def _author_template(self, ref: Any, context: Resource | None, timed: bool) -> Template | None:
         target = self.idx.resolve(ref, context)
         if target is None:
-            return
+            return None
         if target.rtype == "PractitionerRole":
             practitioner = self.idx.resolve(target.data.get("practitioner"), target)
             if practitioner is None:
-                return
+                return None
             target = practitioner
         if target.rtype not in ("Practitioner", "Organization"):
-            return
-        author = cda.sub(parent, "author")
-        cda.template_only(author, "2.16.840.1.113883.10.20.22.4.119")
-        cda.ts(author, "time", time)
-        proto = self._author_proto.get(target.key)
-        if proto is None:
-            proto = self._author_proto[target.key] = self._assigned_author(target)
-        author.append(proto.__copy__())
+            return None
+        tpl = self._author_tpl.get((target.key, timed))
+        if tpl is None:
+            tpl = self._author_tpl[(target.key, timed)] = Template(
+                E.author(
+                    E.templateId(root="2.16.840.1.113883.10.20.22.4.119"),
+                    E.time(value="$time") if timed else E.time(nullFlavor="UNK"),
+                ),
+                tail=(self._assigned_author(target),),
+            )
+        return tpl
 
     def _assigned_author(self, target: Resource) -> cda.Element:
         """assignedAuthor for a practitioner or organisation, built once per conversion."""
-        holder = etree.Element(v3("holder"), nsmap=NSMAP)
+        holder = etree.Element(v3("holder"), nsmap=PROTO_NSMAP)
         assigned = cda.sub(holder, "assignedAuthor")
         self.identifiers(assigned, target.data, target.key)
         if target.rtype == "Practitioner":

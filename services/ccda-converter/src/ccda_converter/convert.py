@@ -7,8 +7,11 @@ looked up beforehand (ccda_converter.dmd) and passed in through ConvertOptions.d
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lxml import etree
@@ -16,7 +19,7 @@ from lxml import etree
 from ccda_converter import bundle as bundle_mod
 from ccda_converter import cda, classify, header, lists
 from ccda_converter.bundle import BundleError
-from ccda_converter.codes import is_oid
+from ccda_converter.codes import concept_memo, is_oid
 from ccda_converter.context import Context
 from ccda_converter.dates import now_ts
 from ccda_converter.model import ConversionResult, ConvertOptions, CoverageCount, DmdConcept
@@ -57,7 +60,39 @@ def convert_bundle(
     options = options or ConvertOptions()
     if options.document_id_root and not is_oid(options.document_id_root):
         raise BundleError(f"document_id_root {options.document_id_root!r} is not an OID")
-    data = bundle_mod.load(bundle)
+    with _gc_paused(), concept_memo():
+        return _convert(bundle_mod.load(bundle), options)
+
+
+# The cyclic GC is paused while a conversion runs: reference counting frees what a conversion
+# discards, but the tens of thousands of short-lived objects it allocates would trigger full
+# collections that traverse the whole input bundle again and again (measured 2-12 % of the time of
+# a 10,000-entry record). Anything cyclic is collected once it is re-enabled. A counter keeps
+# concurrent conversions (executor threads) from re-enabling it early; it is only re-enabled if it
+# was enabled before.
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    global _gc_pausers, _gc_was_enabled  # noqa: PLW0603 - process-wide by nature
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _convert(data: dict[str, Any], options: ConvertOptions) -> ConversionResult:
     idx = bundle_mod.index(data)
     moment = options.effective_time or dt.datetime.now(dt.UTC)
     patients = idx.of_type("Patient")
@@ -92,28 +127,33 @@ def convert_bundle(
         (plan.SPEC, lambda: plan.build(ctx)),
         (notes.SPEC, lambda: notes.build(ctx, obs_plan.notes)),
     ]
-    sections = []
-    for spec, build in builders:
-        try:
-            sections.append(build())
-        except Exception as exc:  # noqa: BLE001 - degrade per section, never fail the document
-            ctx.warn(f"section {spec.key} could not be built ({type(exc).__name__}); left empty")
-            failed = Section(ctx, spec)
-            failed.paragraph(
-                "This section could not be converted from the GP record; see the GP system."
-            )
-            sections.append(failed.finish(""))
-    for rtype in SUPPORTING:
-        for res in idx.of_type(rtype):
-            ctx.mapped(res)
     if options.document_id_root:
         doc_id: tuple[str, str | None] = (options.document_id_root, str(uuid.uuid4()).upper())
     else:
         doc_id = (str(uuid.uuid4()).upper(), None)
     root = header.build(ctx, patient, practice, doc_id)
     body = cda.sub(cda.sub(root, "component"), "structuredBody")
-    for section in sections:
-        cda.sub(body, "component").append(section)
+    for spec, build in builders:
+        # Sections are built in place (moving a finished subtree into another document costs a
+        # walk over every node).
+        ctx.section_parent = cda.sub(body, "component")
+        try:
+            build()
+        except Exception as exc:  # noqa: BLE001 - degrade per section, never fail the document
+            ctx.warn(f"section {spec.key} could not be built ({type(exc).__name__}); left empty")
+            for partial in list(ctx.section_parent):
+                ctx.section_parent.remove(partial)
+            failed = Section(ctx, spec)
+            failed.paragraph(
+                "This section could not be converted from the GP record; see the GP system."
+            )
+            failed.finish("")
+    ctx.section_parent = None
+    for rtype in SUPPORTING:
+        for res in idx.of_type(rtype):
+            ctx.mapped(res)
+    # serviceEvent/effectiveTime low is the earliest clinical date seen by the sections.
+    header.service_event_time(ctx, root)
     xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return ConversionResult(
         ccd_xml=xml,

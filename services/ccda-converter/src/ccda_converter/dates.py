@@ -21,11 +21,12 @@ def to_ts(value: object) -> str | None:
     """HL7 TS for a FHIR date/dateTime/instant string, or None when it is not one."""
     if not isinstance(value, str):
         return None
-    return _to_ts(value)
+    return ts_of(value)
 
 
 @functools.lru_cache(maxsize=32768)
-def _to_ts(value: str) -> str | None:
+def ts_of(value: str) -> str | None:
+    """``to_ts`` for a string (memoised: records repeat the same dates)."""
     m = _FHIR_DATE.match(value)
     if m is None:
         return None

@@ -217,11 +217,9 @@ def _recipient(ctx: Context, root: cda.Element) -> None:
 
 
 def _service_event(ctx: Context, root: cda.Element, patient: Resource | None) -> None:
+    """documentationOf/serviceEvent PCPR; its effectiveTime is added by ``service_event_time``
+    once the sections have seen every clinical date."""
     event = cda.sub(cda.sub(root, "documentationOf"), "serviceEvent", {"classCode": "PCPR"})
-    low = ctx.earliest
-    if low is None or sort_key(low) > sort_key(ctx.doc_ts):
-        low = ctx.doc_ts
-    cda.ivl_ts(event, low, ctx.doc_ts)
     gp = None
     if patient is not None:
         for ref in as_list(patient.data.get("generalPractitioner")):
@@ -238,3 +236,15 @@ def _service_event(ctx: Context, root: cda.Element, patient: Resource | None) ->
     person = cda.sub(entity, "assignedPerson")
     ctx.person_name(person, first_name(gp.data))
     ctx.mapped(gp)
+
+
+def service_event_time(ctx: Context, root: cda.Element) -> None:
+    """serviceEvent effectiveTime: low = the earliest clinical date (not after the document
+    time), high = the document time."""
+    event = root.find(f"{v3('documentationOf')}/{v3('serviceEvent')}")
+    if event is None:  # header.build always writes one
+        return
+    low = ctx.earliest
+    if low is None or sort_key(low) > sort_key(ctx.doc_ts):
+        low = ctx.doc_ts
+    event.insert(0, cda.ivl_ts(event, low, ctx.doc_ts))

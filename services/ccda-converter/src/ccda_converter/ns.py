@@ -10,6 +10,10 @@ SDTC: Final = "urn:hl7-org:sdtc"
 
 # CDA R2 documents use v3 as the default namespace; xsi is needed for @xsi:type on values.
 NSMAP: Final[dict[str | None, str]] = {None: V3, "xsi": XSI, "sdtc": SDTC}
+# Prototype fragments declare only the default namespace: every declaration a copied fragment
+# carries is looked up and stripped again when it is appended to the document (xsi is declared
+# where an @xsi:type needs it).
+PROTO_NSMAP: Final[dict[str | None, str]] = {None: V3}
 # For XPath/find on parsed CCDs (no default namespace in XPath).
 XPATH_NS: Final[dict[str, str]] = {"cda": V3, "xsi": XSI, "sdtc": SDTC}
 

@@ -9,6 +9,7 @@ emptyReason is nil-known; "no content recorded" is not.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -27,6 +28,7 @@ from ccda_converter.dates import display_date
 from ccda_converter.lists import ENDED_ALLERGIES, empty_reason_code, list_code
 from ccda_converter.sections.base import Section, SectionSpec, Table
 from ccda_converter.sections.common import comment
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="allergies",
@@ -176,52 +178,32 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
     asserted = ctx.ts(data.get("assertedDate"))
     ended = ctx.ts(end_date) if end_date else None
 
-    entry = section.entry()
-    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
-    cda.templates(act, "2.16.840.1.113883.10.20.22.4.30", "2015-08-01")
-    ctx.entry_id(act, res, "#concern")
-    cda.code(act, "CONC", ACT_CLASS, "Concern", "HL7ActClass")
-    cda.text_ref(act, row.id)
-    cda.status(act, "completed" if resolved else "active")
-    # CONF:1198-7504/10085: active concern needs low; completed needs high.
-    cda.ivl_ts(act, asserted or onset, ended, high_null="UNK" if resolved else None)
-    ctx.author(act, data.get("recorder") or data.get("asserter"), asserted, res)
-    rel = cda.fixed(act, "entryRelationship", {"typeCode": "SUBJ"})
-    attrib = {"classCode": "OBS", "moodCode": "EVN"}
-    if nka:
-        attrib["negationInd"] = "true"
-    obs = cda.sub(rel, "observation", attrib)
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.7", "2014-06-09")
-    ctx.entry_id(obs, res)
-    cda.code(obs, "ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")
-    cda.text_ref(obs, row.id)
-    cda.status(obs, "completed")
-    # CONF:1098-31538: exactly one low (UNK when the onset is not recorded).
-    cda.ivl_ts(obs, onset, ended if resolved else None)
-    val = cda.code(obs, value[0], SNOMED, value[1], "SNOMED CT", local="value", xsi_type="CD")
-    if nka:
-        ot = cda.sub(val, "originalText")
-        cda.sub(ot, "reference", {"value": "#" + row.name_id})
-    ctx.author(obs, data.get("recorder") or data.get("asserter"), asserted, res)
-    part = cda.fixed(obs, "participant", {"typeCode": "CSM"})
-    role = cda.fixed(part, "participantRole", {"classCode": "MANU"})
-    entity = cda.fixed(role, "playingEntity", {"classCode": "MMAT"})
-    if nka:
-        cda.fixed(entity, "code", {"nullFlavor": "NA"})
-    else:
+    low = asserted or onset
+    recorder = data.get("recorder") or data.get("asserter")
+    _entry, act, obs, entity = section.stamp(
+        _allergy_template(bool(low), bool(ended), resolved, bool(onset), nka),
+        {
+            "concern_id": ctx.entry_uid(res, "#concern"),
+            "ref": "#" + row.id,
+            "low": low,
+            "high": ended,
+            "id": ctx.entry_uid(res),
+            "onset": onset,
+            "obs_high": ended,
+            "value": value[0],
+            "value_name": value[1],
+            "name_ref": "#" + row.name_id,
+        },
+    )
+    ctx.author(act, recorder, asserted, res, before=act[-1])
+    ctx.author(obs, recorder, asserted, res, before=obs[-1])
+    if not nka:
         cda.cd(entity, "code", substance, ref=row.name_id)
     for i, r in enumerate(reactions):
         _reaction(ctx, obs, res, r, i, row.id)
     if criticality in CRITICALITY:
-        crel = cda.fixed(obs, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
-        cobs = cda.fixed(crel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.template_only(cobs, "2.16.840.1.113883.10.20.22.4.145")
-        cda.code(cobs, "82606-5", "2.16.840.1.113883.6.1", "Criticality", "LOINC")
-        cda.status(cobs, "completed")
         crit = CRITICALITY[criticality]
-        cda.code(
-            cobs, crit[0], OBS_VALUE, crit[1], "HL7ObservationValue", local="value", xsi_type="CD"
-        )
+        _CRITICALITY.stamp(obs, {"code": crit[0], "name": crit[1]})
     if note_texts:
         comment(obs, ctx, row, 8)
     ctx.mapped(res)
@@ -233,27 +215,119 @@ def _reaction(
     manifestations = [concept(m) for m in as_list(reaction.get("manifestation"))]
     severity = text_of(reaction.get("severity"))
     onset = ctx.ts(reaction.get("onset"))
+    sev = SEVERITY.get(severity)
     for j, manifest in enumerate(manifestations or [Concept([], [], "", None)]):
-        rel = cda.fixed(obs, "entryRelationship", {"typeCode": "MFST", "inversionInd": "true"})
-        robs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.templates(robs, "2.16.840.1.113883.10.20.22.4.9", "2014-06-09")
-        ctx.entry_id(robs, res, f"#reaction{i}.{j}")
-        cda.code(robs, "ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")
-        cda.text_ref(robs, ref)
-        cda.status(robs, "completed")
-        if onset:
-            cda.ivl_ts(robs, onset)
-        cda.cd(robs, "value", manifest, xsi_type="CD")
-        if severity in SEVERITY:
-            srel = cda.fixed(
-                robs, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}
+        _rel, robs = _reaction_template(bool(onset), sev is not None).stamp(
+            obs,
+            {
+                "id": ctx.entry_uid(res, f"#reaction{i}.{j}"),
+                "ref": "#" + ref,
+                "onset": onset,
+                "sev": sev[0] if sev else None,
+                "sev_name": sev[1] if sev else None,
+            },
+        )
+        # The manifestation goes before the severity relationship (the last child) if any.
+        cda.cd(robs, "value", manifest, xsi_type="CD", before=robs[-1] if sev else None)
+
+
+@functools.cache
+def _allergy_template(low: bool, high: bool, resolved: bool, onset: bool, nka: bool) -> Template:
+    """Allergy Concern Act (4.30) wrapping an Allergy - Intolerance Observation (4.7). Authors go
+    before each one's last child; the substance code into playingEntity (when not NKA).
+    CONF:1198-7504/10085: an active concern needs low; a completed one needs high.
+    CONF:1098-31538: exactly one low (UNK when the onset is not recorded)."""
+    value = cda.p_code("$value", SNOMED, "$value_name", "SNOMED CT", local="value", xsi_type="CD")
+    entity = E.playingEntity({"classCode": "MMAT", "tpl-as": "entity"})
+    if nka:
+        value.append(E.originalText(E.reference(value="$name_ref")))
+        entity.append(E.code(nullFlavor="NA"))
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.act(
+                {"classCode": "ACT", "moodCode": "EVN", "tpl-as": "act"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.30", "2015-08-01"),
+                E.id(root="$concern_id"),
+                cda.p_code("CONC", ACT_CLASS, "Concern", "HL7ActClass"),
+                cda.p_text_ref(),
+                E.statusCode(code="completed" if resolved else "active"),
+                cda.p_ivl(low, high, high_null="UNK" if resolved else None),
+                E.entryRelationship(
+                    {"typeCode": "SUBJ"},
+                    E.observation(
+                        {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"}
+                        | ({"negationInd": "true"} if nka else {}),
+                        *cda.p_templates("2.16.840.1.113883.10.20.22.4.7", "2014-06-09"),
+                        E.id(root="$id"),
+                        cda.p_code("ASSERTION", ACT_CODE, "Assertion", "HL7ActCode"),
+                        cda.p_text_ref(),
+                        E.statusCode(code="completed"),
+                        cda.p_ivl(onset, high and resolved, low_slot="onset", high_slot="obs_high"),
+                        value,
+                        E.participant(
+                            {"typeCode": "CSM"},
+                            E.participantRole({"classCode": "MANU"}, entity),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        handles=("act", "obs", "entity"),
+    )
+
+
+@functools.cache
+def _reaction_template(onset: bool, severity: bool) -> Template:
+    """Reaction Observation (4.9) with its Severity Observation (4.8)."""
+    parts = [
+        *cda.p_templates("2.16.840.1.113883.10.20.22.4.9", "2014-06-09"),
+        E.id(root="$id"),
+        cda.p_code("ASSERTION", ACT_CODE, "Assertion", "HL7ActCode"),
+        cda.p_text_ref(),
+        E.statusCode(code="completed"),
+    ]
+    if onset:
+        parts.append(cda.p_ivl(True, False, low_slot="onset"))
+    if severity:
+        parts.append(
+            E.entryRelationship(
+                {"typeCode": "SUBJ", "inversionInd": "true"},
+                E.observation(
+                    {"classCode": "OBS", "moodCode": "EVN"},
+                    *cda.p_templates("2.16.840.1.113883.10.20.22.4.8", "2014-06-09"),
+                    cda.p_code("SEV", ACT_CODE, "Severity observation", "HL7ActCode"),
+                    E.statusCode(code="completed"),
+                    cda.p_code(
+                        "$sev", SNOMED, "$sev_name", "SNOMED CT", local="value", xsi_type="CD"
+                    ),
+                ),
             )
-            sobs = cda.fixed(srel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-            cda.templates(sobs, "2.16.840.1.113883.10.20.22.4.8", "2014-06-09")
-            cda.code(sobs, "SEV", ACT_CODE, "Severity observation", "HL7ActCode")
-            cda.status(sobs, "completed")
-            sev = SEVERITY[severity]
-            cda.code(sobs, sev[0], SNOMED, sev[1], "SNOMED CT", local="value", xsi_type="CD")
+        )
+    return Template(
+        E.entryRelationship(
+            {"typeCode": "MFST", "inversionInd": "true"},
+            E.observation({"classCode": "OBS", "moodCode": "EVN", "tpl-as": "robs"}, *parts),
+        ),
+        handles=("robs",),
+    )
+
+
+# Criticality Observation (4.145).
+_CRITICALITY: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "SUBJ", "inversionInd": "true"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN"},
+            cda.p_template("2.16.840.1.113883.10.20.22.4.145"),
+            cda.p_code("82606-5", "2.16.840.1.113883.6.1", "Criticality", "LOINC"),
+            E.statusCode(code="completed"),
+            cda.p_code(
+                "$code", OBS_VALUE, "$name", "HL7ObservationValue", local="value", xsi_type="CD"
+            ),
+        ),
+    )
+)
 
 
 def _nka_from_list(ctx: Context, section: Section, table: Table) -> None:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
 from ccda_converter import cda
 from ccda_converter.codes import LOINC
 from ccda_converter.context import Context
-from ccda_converter.ns import v3
+from ccda_converter.ns import NSMAP, v3
+from ccda_converter.template import E, Template
 
 Cell = str | Sequence[str] | None
+_BR = v3("br")
+_SECTION = v3("section")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,38 +53,40 @@ class Table:
             cda.text_el(tr, "th", header)
         return cda.sub(table, "tbody")
 
-    def row(self, cells: Sequence[Cell]) -> Row:
+    def row(self, cells: Sequence[Cell], ids: tuple[int, ...] = ()) -> Row:
         """Add a row; it gets an ID (the entry's text/reference) and its first cell another one
-        (the originalText/reference of the entry's main code)."""
+        (the originalText/reference of the entry's main code). Cells listed in ``ids`` get an ID
+        too (``Row.cell_id``), e.g. a note that a Comment Activity will reference."""
         if self._tbody is None:
             self._tbody = self._create()
         self.rows += 1
         row_id = self.section.ctx.narrative_id(self.section.spec.prefix)
-        tr = etree.SubElement(self._tbody, v3("tr"), {"ID": row_id})
-        tds = []
-        for i, cell in enumerate(cells):
-            td = (
-                etree.SubElement(tr, v3("td"), {"ID": row_id + "n"})
-                if i == 0
-                else etree.SubElement(tr, v3("td"))
-            )
-            _fill(td, cell)
-            tds.append(td)
-        return Row(row_id, row_id + "n", tds, self.section)
+        values = {"id": row_id, "nid": row_id + "n"}
+        for i in ids:
+            values[f"c{i}"] = f"{row_id}c{i}"
+        tr = _row_template(len(cells), ids).stamp_root(self._tbody, values)
+        for td, cell in zip(tr, cells, strict=True):
+            if cell.__class__ is str:
+                td.text = cell
+            elif cell:
+                _fill(td, cell)
+        return Row(row_id, tr, ids)
 
 
 class Row:
-    def __init__(
-        self, row_id: str, name_id: str, cells: list[cda.Element], section: Section
-    ) -> None:
+    __slots__ = ("id", "ids", "name_id", "tr")
+
+    def __init__(self, row_id: str, tr: cda.Element, ids: tuple[int, ...] = ()) -> None:
         self.id = row_id
-        self.name_id = name_id
-        self.cells = cells
-        self.section = section
+        self.name_id = row_id + "n"
+        self.tr = tr
+        self.ids = ids
 
     def cell_id(self, index: int) -> str:
         """Give a cell its own ID (e.g. a note referenced by a Comment Activity)."""
-        td = self.cells[index]
+        if index in self.ids:
+            return f"{self.id}c{index}"
+        td = self.tr[index]
         existing = td.get("ID")
         if existing:
             return str(existing)
@@ -88,18 +95,23 @@ class Row:
         return new
 
 
-def _fill(td: cda.Element, cell: Cell) -> None:
-    if cell is None:
-        return
-    if isinstance(cell, str):
-        td.text = cell
-        return
+@functools.cache
+def _row_template(width: int, ids: tuple[int, ...] = ()) -> Template:
+    """<tr ID><td ID/><td/>...</tr> for a row of ``width`` cells (``ids``: cells with an ID)."""
+    cells = [E.td({"ID": "$nid"})] if width else []
+    cells += [E.td() for _ in range(width - 1)]
+    for i in ids:
+        cells[i].set("ID", f"$c{i}")
+    return Template(E.tr({"ID": "$id"}, *cells))
+
+
+def _fill(td: cda.Element, cell: Sequence[str]) -> None:
     lines = [c for c in cell if c]
     if not lines:
         return
     td.text = lines[0]
     for line in lines[1:]:
-        br = etree.SubElement(td, v3("br"))
+        br = etree.SubElement(td, _BR)
         br.tail = line
 
 
@@ -109,7 +121,12 @@ class Section:
     def __init__(self, ctx: Context, spec: SectionSpec) -> None:
         self.ctx = ctx
         self.spec = spec
-        self.el = etree.Element(v3("section"))
+        parent = ctx.section_parent
+        self.el = (
+            etree.SubElement(parent, _SECTION)
+            if parent is not None
+            else etree.Element(_SECTION, nsmap=NSMAP)
+        )
         if spec.dual:
             cda.templates(self.el, spec.root, spec.extension)
         else:
@@ -136,6 +153,13 @@ class Section:
 
     def table(self, caption: str, headers: Sequence[str]) -> Table:
         return Table(self, caption, headers)
+
+    def stamp(
+        self, template: Template, values: Mapping[str, Any] | None = None
+    ) -> list[cda.Element]:
+        """Stamp an entry template (its root is the <entry>) into the section."""
+        self.entries += 1
+        return template.stamp(self.el, values)
 
     def entry(self, type_code: str = "DRIV") -> cda.Element:
         self.entries += 1

@@ -6,6 +6,7 @@ GP Connect consultations: Encounter -> Encounter Activity 4.49; the consultation
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -15,6 +16,7 @@ from ccda_converter.context import Context, first_name, name_text
 from ccda_converter.dates import display_date
 from ccda_converter.lists import list_code
 from ccda_converter.sections.base import Section, SectionSpec, Table
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="encounters",
@@ -112,16 +114,29 @@ def _encounter(
             _structure(ctx, structure),
         ]
     )
-    entry = section.entry()
-    enc = cda.fixed(entry, "encounter", {"classCode": "ENC", "moodCode": "EVN"})
-    cda.templates(enc, "2.16.840.1.113883.10.20.22.4.49", "2015-08-01")
-    ctx.entry_id(enc, res)
-    cda.cd(enc, "code", enc_type, ref=row.name_id)
-    cda.text_ref(enc, row.id)
     start, end = ctx.ts(period.get("start")), ctx.ts(period.get("end"))
-    if start or end:
-        cda.ivl_ts(enc, start, end)
-    else:
-        cda.fixed(enc, "effectiveTime", {"nullFlavor": "UNK"})
+    _entry, enc, text = section.stamp(
+        _encounter_template(bool(start), bool(end)),
+        {"id": ctx.entry_uid(res), "ref": "#" + row.id, "low": start, "high": end},
+    )
+    cda.cd(enc, "code", enc_type, ref=row.name_id, before=text)
     ctx.author(enc, performer_ref, start, res)
     ctx.mapped(res)
+
+
+@functools.cache
+def _encounter_template(low: bool, high: bool) -> Template:
+    """Encounter Activity (4.49); its code goes before <text>."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.encounter(
+                {"classCode": "ENC", "moodCode": "EVN", "tpl-as": "enc"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.49", "2015-08-01"),
+                E.id(root="$id"),
+                E.text({"tpl-as": "text"}, E.reference(value="$ref")),
+                cda.p_ivl(low, high) if low or high else E.effectiveTime(nullFlavor="UNK"),
+            ),
+        ),
+        handles=("enc", "text"),
+    )

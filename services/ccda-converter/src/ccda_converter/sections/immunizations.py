@@ -9,6 +9,7 @@ also those the Immunisations List does not reference (seen in real data).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -17,7 +18,8 @@ from ccda_converter.codes import Concept, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.sections.base import Section, SectionSpec, Table
-from ccda_converter.sections.common import comment, problem_type
+from ccda_converter.sections.common import comment, p_problem_type
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="immunizations",
@@ -100,62 +102,119 @@ def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -
             note_texts,
         ]
     )
-    entry = section.entry()
-    sbadm = cda.sub(
-        entry,
-        "substanceAdministration",
-        {"classCode": "SBADM", "moodCode": "EVN", "negationInd": "true" if not_given else "false"},
+    when = ctx.ts(data.get("date"))
+    lot = text_of(data.get("lotNumber"))
+    manufacturer = ctx.idx.resolve(data.get("manufacturer"), res)
+    maker = text_of(manufacturer.data.get("name")) if manufacturer is not None else ""
+    _entry, sbadm, consumable, material = section.stamp(
+        _immunization_template(not_given, bool(when), dose_seq is not None, bool(lot), bool(maker)),
+        {
+            "id": ctx.entry_uid(res),
+            "ref": "#" + row.id,
+            "when": when,
+            "repeat": str(dose_seq),
+            "lot": lot,
+            "maker": maker,
+        },
     )
-    cda.templates(sbadm, "2.16.840.1.113883.10.20.22.4.52", "2015-08-01")
-    ctx.entry_id(sbadm, res)
-    cda.text_ref(sbadm, row.id)
-    cda.status(sbadm, "completed")
-    cda.ts(sbadm, "effectiveTime", ctx.ts(data.get("date")))
-    if dose_seq is not None:
-        cda.sub(sbadm, "repeatNumber", {"value": str(dose_seq)})
     if route.codes:
-        cda.cd(sbadm, "routeCode", route)
+        consumable.addprevious(cda.cd(sbadm, "routeCode", route))
     if site.codes:
-        cda.cd(sbadm, "approachSiteCode", site)
+        consumable.addprevious(cda.cd(sbadm, "approachSiteCode", site))
     dose = data.get("doseQuantity")
     if isinstance(dose, dict) and cda.number(dose.get("value")) is not None:
-        cda.pq(sbadm, "doseQuantity", dose, xsi_type=None)
-    consumable = cda.sub(sbadm, "consumable")
-    product = cda.fixed(consumable, "manufacturedProduct", {"classCode": "MANU"})
-    cda.templates(product, "2.16.840.1.113883.10.20.22.4.54", "2014-06-09")
-    material = cda.sub(product, "manufacturedMaterial")
+        consumable.addprevious(cda.pq(sbadm, "doseQuantity", dose, xsi_type=None))
     merged = Concept(
         [*vaccine.codes, *procedure.codes],
         [*vaccine.unknown, *procedure.unknown],
         vaccine.text,
         None,
     )
-    cda.cd(material, "code", merged, ref=row.name_id, force_null="OTH")
-    lot = text_of(data.get("lotNumber"))
-    if lot:
-        cda.text_el(material, "lotNumberText", lot)
-    manufacturer = ctx.idx.resolve(data.get("manufacturer"), res)
-    if manufacturer is not None and text_of(manufacturer.data.get("name")):
-        org = cda.sub(product, "manufacturerOrganization")
-        cda.text_el(org, "name", text_of(manufacturer.data["name"]))
+    cda.cd(
+        material,
+        "code",
+        merged,
+        ref=row.name_id,
+        force_null="OTH",
+        before=material[0] if lot else None,
+    )
     practitioners = [p for p in as_list(data.get("practitioner")) if isinstance(p, dict)]
     if practitioners:
-        ctx.author(sbadm, practitioners[0].get("actor"), ctx.ts(data.get("date")), res)
+        ctx.author(sbadm, practitioners[0].get("actor"), when, res)
     for j, reason in enumerate(reasons):
-        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "RSON"})
-        obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.templates(obs, "2.16.840.1.113883.10.20.22.4.19", "2014-06-09")
-        ctx.entry_id(obs, res, f"#indication{j}")
-        problem_type(obs, "404684003", "Clinical finding")
-        cda.status(obs, "completed")
+        _rel, obs = _INDICATION.stamp(sbadm, {"id": ctx.entry_uid(res, f"#indication{j}")})
         cda.cd(obs, "value", reason, xsi_type="CD")
     for j, reason in enumerate(not_given_reasons):
-        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "RSON"})
-        obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.template_only(obs, "2.16.840.1.113883.10.20.22.4.53")
-        ctx.entry_id(obs, res, f"#refusal{j}")
-        cda.cd(obs, "code", reason)
-        cda.status(obs, "completed")
+        _rel, obs, status = _REFUSAL.stamp(sbadm, {"id": ctx.entry_uid(res, f"#refusal{j}")})
+        cda.cd(obs, "code", reason, before=status)
     if note_texts:
         comment(sbadm, ctx, row, 8)
     ctx.mapped(res)
+
+
+@functools.cache
+def _immunization_template(
+    not_given: bool, timed: bool, repeat: bool, lot: bool, maker: bool
+) -> Template:
+    """Immunization Activity (4.52) with its Immunization Medication Information (4.54); route,
+    site and dose go before <consumable>, the vaccine code before lotNumberText."""
+    material = E.manufacturedMaterial({"tpl-as": "material"})
+    if lot:
+        material.append(E.lotNumberText("$lot"))
+    product = E.manufacturedProduct(
+        {"classCode": "MANU"},
+        *cda.p_templates("2.16.840.1.113883.10.20.22.4.54", "2014-06-09"),
+        material,
+    )
+    if maker:
+        product.append(E.manufacturerOrganization(E.name("$maker")))
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.substanceAdministration(
+                {
+                    "classCode": "SBADM",
+                    "moodCode": "EVN",
+                    "negationInd": "true" if not_given else "false",
+                    "tpl-as": "sbadm",
+                },
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.52", "2015-08-01"),
+                E.id(root="$id"),
+                cda.p_text_ref(),
+                E.statusCode(code="completed"),
+                cda.p_ts("effectiveTime", timed),
+                *([E.repeatNumber(value="$repeat")] if repeat else []),
+                E.consumable({"tpl-as": "consumable"}, product),
+            ),
+        ),
+        handles=("sbadm", "consumable", "material"),
+    )
+
+
+# Indication (4.19) for an explanation reason.
+_INDICATION: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "RSON"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+            *cda.p_templates("2.16.840.1.113883.10.20.22.4.19", "2014-06-09"),
+            E.id(root="$id"),
+            p_problem_type("404684003", "Clinical finding"),
+            E.statusCode(code="completed"),
+        ),
+    ),
+    handles=("obs",),
+)
+# Immunization Refusal Reason (4.53); its code goes before <statusCode>.
+_REFUSAL: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "RSON"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+            cda.p_template("2.16.840.1.113883.10.20.22.4.53"),
+            E.id(root="$id"),
+            E.statusCode({"code": "completed", "tpl-as": "status"}),
+        ),
+    ),
+    handles=("obs", "status"),
+)

@@ -11,6 +11,7 @@ Current and past medication are split in the narrative, not into two sections wi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from ccda_converter import cda
@@ -38,7 +39,8 @@ from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.lists import empty_reason_code, list_code
 from ccda_converter.sections.base import Row, Section, SectionSpec, Table
-from ccda_converter.sections.common import comment, problem_type
+from ccda_converter.sections.common import comment, p_problem_type
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="medications",
@@ -323,65 +325,53 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
         ]
     )
 
-    entry = section.entry()
-    sbadm = cda.fixed(entry, "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
-    cda.templates(sbadm, "2.16.840.1.113883.10.20.22.4.16", "2014-06-09")
-    ctx.entry_id(sbadm, main)
-    cda.text_ref(sbadm, row.id)
-    cda.status(sbadm, STATUS.get(status, "completed"))
-    # CONF:1098-7508: exactly one non-PIVL effectiveTime with low or @value, not both.
-    cda.ivl_ts(sbadm, ctx.ts(start), ctx.ts(end), xsi_type=True)
     timing = _pivl(dosages)
-    if timing is not None:
-        value, unit = timing
-        el = cda.sub(
-            sbadm,
-            "effectiveTime",
-            {cda.XSI_TYPE_ATTR: "PIVL_TS", "institutionSpecified": "true", "operator": "A"},
-        )
-        cda.sub(el, "period", {"value": value, "unit": unit})
     route = next((d.get("route") for d in dosages if isinstance(d.get("route"), dict)), None)
-    if route is not None:
-        cda.cd(sbadm, "routeCode", concept(route))
-    elif dmd_info is not None and dmd_info.route_code:
-        cda.code(
-            sbadm,
-            dmd_info.route_code,
-            SNOMED,
-            dmd_info.route_display or None,
-            "SNOMED CT",
-            local="routeCode",
-        )
     dose = next(
         (d.get("doseQuantity") for d in dosages if isinstance(d.get("doseQuantity"), dict)), None
     )
-    if dose is not None:
-        cda.pq(sbadm, "doseQuantity", dose, xsi_type=None, countable_ok=True)
-    else:
-        cda.fixed(sbadm, "doseQuantity", {"nullFlavor": "UNK"})
-    consumable = cda.sub(sbadm, "consumable")
-    _material(ctx, consumable, med_concept, row.name_id, dmd_info)
+    dose_value: str | None = None
+    dose_unit: str | None = None
+    if dose is not None and cda.number(dose.get("value")) is not None:
+        dose_value, dose_unit, _none = cda.pq_parts(dose, countable_ok=True)
+    low, high = ctx.ts(start), ctx.ts(end)
+    _entry, sbadm, dose_el, material = section.stamp(
+        _activity_template(bool(low), bool(high), timing is not None, dose_value is not None),
+        {
+            "id": ctx.entry_uid(main),
+            "ref": "#" + row.id,
+            "status": STATUS.get(status, "completed"),
+            "low": low,
+            "high": high,
+            "pv": timing[0] if timing else None,
+            "pu": timing[1] if timing else None,
+            "dv": dose_value,
+            "du": dose_unit,
+        },
+    )
+    if route is not None:
+        cda.cd(sbadm, "routeCode", concept(route), before=dose_el)
+    elif dmd_info is not None and dmd_info.route_code:
+        dose_el.addprevious(
+            cda.code(
+                sbadm,
+                dmd_info.route_code,
+                SNOMED,
+                dmd_info.route_display or None,
+                "SNOMED CT",
+                local="routeCode",
+            )
+        )
+    _material(material, med_concept, row.name_id, dmd_info)
     recorder = (plan.data.get("recorder") if plan is not None else None) or data.get("recorder")
     ctx.author(sbadm, recorder, ctx.ts(data.get("dateAsserted") or data.get("authoredOn")), main)
-    for i, req in enumerate([*item.plans, *[o for o in item.orders if o not in item.plans]]):
-        _supply(ctx, sbadm, req, i)
+    for req in [*item.plans, *[o for o in item.orders if o not in item.plans]]:
+        _supply(ctx, sbadm, req)
         ctx.mapped(req)
     if sig_lines:
-        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "COMP"})
-        sig = cda.fixed(rel, "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
-        cda.template_only(sig, "2.16.840.1.113883.10.20.22.4.147")
-        cda.code(sig, "76662-6", LOINC, "Instructions Medication", "LOINC")
-        cda.text_ref(sig, row.cell_id(1))
-        cons = cda.sub(sig, "consumable")
-        product = cda.sub(cons, "manufacturedProduct")
-        cda.fixed(product, "manufacturedLabeledDrug", {"nullFlavor": "NA"})
+        _SIG.stamp(sbadm, {"ref": "#" + row.cell_id(1)})
     if patient_instructions:
-        rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
-        act = cda.fixed(rel, "act", {"classCode": "ACT", "moodCode": "INT"})
-        cda.templates(act, "2.16.840.1.113883.10.20.22.4.20", "2014-06-09")
-        cda.code(act, "409073007", SNOMED, "Education", "SNOMED CT")
-        cda.text_ref(act, row.cell_id(1))
-        cda.status(act, "completed")
+        _INSTRUCTIONS.stamp(sbadm, {"ref": "#" + row.cell_id(1)})
     for j, reason in enumerate(as_list(data.get("reasonCode"))):
         _indication(ctx, sbadm, main, concept(reason), j)
     if note_texts:
@@ -393,10 +383,7 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
     ctx.mapped(main)
 
 
-def _material(ctx: Context, consumable: cda.Element, med: Concept, ref: str, dmd_info: Any) -> None:
-    product = cda.fixed(consumable, "manufacturedProduct", {"classCode": "MANU"})
-    cda.templates(product, "2.16.840.1.113883.10.20.22.4.23", "2014-06-09")
-    material = cda.sub(product, "manufacturedMaterial")
+def _material(material: cda.Element, med: Concept, ref: str, dmd_info: Any) -> None:
     extra = []
     if (
         dmd_info is not None
@@ -405,6 +392,78 @@ def _material(ctx: Context, consumable: cda.Element, med: Concept, ref: str, dmd
     ):
         extra.append(Code(dmd_info.vmp_code, SNOMED, DMD_NAME, dmd_info.vmp_display))
     cda.cd(material, "code", med, ref=ref, force_null="OTH", extra=extra)
+
+
+@functools.cache
+def _activity_template(low: bool, high: bool, pivl: bool, dose: bool) -> Template:
+    """Medication Activity (4.16) with its consumable (4.23); the route goes before the
+    doseQuantity, the drug code into manufacturedMaterial. CONF:1098-7508: exactly one non-PIVL
+    effectiveTime with low or @value, not both."""
+    timing = (
+        [
+            E.effectiveTime(
+                {cda.XSI_TYPE_ATTR: "PIVL_TS", "institutionSpecified": "true", "operator": "A"},
+                E.period(value="$pv", unit="$pu"),
+            )
+        ]
+        if pivl
+        else []
+    )
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.substanceAdministration(
+                {"classCode": "SBADM", "moodCode": "EVN", "tpl-as": "sbadm"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.16", "2014-06-09"),
+                E.id(root="$id"),
+                cda.p_text_ref(),
+                E.statusCode(code="$status"),
+                cda.p_ivl(low, high, xsi_type=True),
+                *timing,
+                E.doseQuantity(
+                    {"value": "$dv", "unit": "$du", "tpl-as": "dose"}
+                    if dose
+                    else {"nullFlavor": "UNK", "tpl-as": "dose"}
+                ),
+                E.consumable(
+                    E.manufacturedProduct(
+                        {"classCode": "MANU"},
+                        *cda.p_templates("2.16.840.1.113883.10.20.22.4.23", "2014-06-09"),
+                        E.manufacturedMaterial({"tpl-as": "material"}),
+                    )
+                ),
+            ),
+        ),
+        handles=("sbadm", "dose", "material"),
+    )
+
+
+# Medication Free Text Sig (4.147): the sig text is the narrative's dose cell.
+_SIG: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "COMP"},
+        E.substanceAdministration(
+            {"classCode": "SBADM", "moodCode": "EVN"},
+            cda.p_template("2.16.840.1.113883.10.20.22.4.147"),
+            cda.p_code("76662-6", LOINC, "Instructions Medication", "LOINC"),
+            cda.p_text_ref(),
+            E.consumable(E.manufacturedProduct(E.manufacturedLabeledDrug(nullFlavor="NA"))),
+        ),
+    )
+)
+# Instruction (4.20) for the patient instructions.
+_INSTRUCTIONS: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "SUBJ", "inversionInd": "true"},
+        E.act(
+            {"classCode": "ACT", "moodCode": "INT"},
+            *cda.p_templates("2.16.840.1.113883.10.20.22.4.20", "2014-06-09"),
+            cda.p_code("409073007", SNOMED, "Education", "SNOMED CT"),
+            cda.p_text_ref(),
+            E.statusCode(code="completed"),
+        ),
+    )
+)
 
 
 def _pivl(dosages: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -425,37 +484,75 @@ def _pivl(dosages: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def _supply(ctx: Context, sbadm: cda.Element, req: Resource, i: int) -> None:
+def _supply(ctx: Context, sbadm: cda.Element, req: Resource) -> None:
     data = req.data
-    rel = cda.fixed(sbadm, "entryRelationship", {"typeCode": "REFR"})
-    supply = cda.fixed(rel, "supply", {"classCode": "SPLY", "moodCode": "INT"})
-    cda.templates(supply, "2.16.840.1.113883.10.20.22.4.17", "2014-06-09")
-    ctx.entry_id(supply, req)
-    cda.status(supply, STATUS.get(text_of(data.get("status")), "completed"))
     dispense = obj(data.get("dispenseRequest"))
     validity = obj(dispense.get("validityPeriod"))
     low = ctx.ts(validity.get("start")) or ctx.ts(data.get("authoredOn"))
     high = ctx.ts(validity.get("end"))
-    cda.ivl_ts(supply, low, high, xsi_type=True)
     allowed, _issued = _repeat_info(req)
-    if allowed.isdigit():
-        cda.sub(supply, "repeatNumber", {"value": allowed})
     qty = _quantity(req)
+    qty_value: str | None = None
+    qty_unit: str | None = None
     if qty is not None and cda.number(qty.get("value")) is not None:
-        cda.pq(supply, "quantity", qty, xsi_type=None, countable_ok=True)
+        qty_value, qty_unit, _none = cda.pq_parts(qty, countable_ok=True)
+    repeats = allowed.isdigit()
+    _rel, supply = _supply_template(bool(low), bool(high), repeats, qty_value is not None).stamp(
+        sbadm,
+        {
+            "id": ctx.entry_uid(req),
+            "status": STATUS.get(text_of(data.get("status")), "completed"),
+            "low": low,
+            "high": high,
+            "repeats": allowed if repeats else None,
+            "qv": qty_value,
+            "qu": qty_unit,
+        },
+    )
     ctx.author(
         supply, data.get("recorder") or data.get("requester"), ctx.ts(data.get("authoredOn")), req
     )
 
 
+@functools.cache
+def _supply_template(low: bool, high: bool, repeats: bool, quantity: bool) -> Template:
+    """Medication Supply Order (4.17) for the authorisation (plan) or one issue (order)."""
+    return Template(
+        E.entryRelationship(
+            {"typeCode": "REFR"},
+            E.supply(
+                {"classCode": "SPLY", "moodCode": "INT", "tpl-as": "supply"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.17", "2014-06-09"),
+                E.id(root="$id"),
+                E.statusCode(code="$status"),
+                cda.p_ivl(low, high, xsi_type=True),
+                *([E.repeatNumber(value="$repeats")] if repeats else []),
+                *([E.quantity(value="$qv", unit="$qu")] if quantity else []),
+            ),
+        ),
+        handles=("supply",),
+    )
+
+
 def _indication(ctx: Context, parent: cda.Element, res: Resource, reason: Concept, j: int) -> None:
-    rel = cda.fixed(parent, "entryRelationship", {"typeCode": "RSON"})
-    obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.19", "2014-06-09")
-    ctx.entry_id(obs, res, f"#indication{j}")
-    problem_type(obs, "404684003", "Clinical finding")
-    cda.status(obs, "completed")
+    _rel, obs = _INDICATION.stamp(parent, {"id": ctx.entry_uid(res, f"#indication{j}")})
     cda.cd(obs, "value", reason, xsi_type="CD")
+
+
+# Indication (4.19) for a reasonCode.
+_INDICATION: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "RSON"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+            *cda.p_templates("2.16.840.1.113883.10.20.22.4.19", "2014-06-09"),
+            E.id(root="$id"),
+            p_problem_type("404684003", "Clinical finding"),
+            E.statusCode(code="completed"),
+        ),
+    ),
+    handles=("obs",),
+)
 
 
 def _precondition(sbadm: cda.Element, dosage: dict[str, Any]) -> None:

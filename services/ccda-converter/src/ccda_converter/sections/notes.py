@@ -9,6 +9,7 @@ the record is silently dropped.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -19,6 +20,7 @@ from ccda_converter.dates import display_date
 from ccda_converter.model import CLINICAL_TYPES
 from ccda_converter.sections.base import Section, SectionSpec, Table
 from ccda_converter.sections.observations import effective, effective_text, performer_ref
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="notes",
@@ -109,18 +111,41 @@ def _note_act(
     text_id: str,
     code_res: Resource | None,
 ) -> cda.Element:
-    entry = section.entry()
-    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
-    cda.template_only(act, "2.16.840.1.113883.10.20.22.4.202", "2016-11-01")
-    ctx.entry_id(act, res)
-    code = cda.code(act, "34109-9", LOINC, "Note", "LOINC")
+    _entry, act, code = section.stamp(
+        _note_template(bool(when)), {"id": ctx.entry_uid(res), "ref": "#" + text_id, "when": when}
+    )
     if code_res is not None:
         for c in concept(code_res.data.get("code") or code_res.data.get("type")).codes:
             cda.code(code, c.code, c.oid, c.display or None, c.system_name, local="translation")
-    cda.text_ref(act, text_id)
-    cda.status(act, "completed")
-    cda.ts(act, "effectiveTime", when)
     return act
+
+
+@functools.cache
+def _note_template(timed: bool) -> Template:
+    """Note Activity (4.202); the GP codes are appended to its code as translations."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.act(
+                {"classCode": "ACT", "moodCode": "EVN", "tpl-as": "act"},
+                cda.p_template("2.16.840.1.113883.10.20.22.4.202", "2016-11-01"),
+                E.id(root="$id"),
+                E.code(
+                    {
+                        "code": "34109-9",
+                        "codeSystem": LOINC,
+                        "codeSystemName": "LOINC",
+                        "displayName": "Note",
+                        "tpl-as": "code",
+                    }
+                ),
+                cda.p_text_ref(),
+                E.statusCode(code="completed"),
+                cda.p_ts("effectiveTime", timed),
+            ),
+        ),
+        handles=("act", "code"),
+    )
 
 
 def _author_or_unknown(

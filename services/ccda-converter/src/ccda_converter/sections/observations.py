@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from ccda_converter import cda
 from ccda_converter.bundle import Resource, as_list, text_of
 from ccda_converter.classify import value_key
-from ccda_converter.codes import OBS_INTERPRETATION, concept
+from ccda_converter.codes import ACT_CODE, LOINC, OBS_INTERPRETATION, SNOMED, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
+from ccda_converter.template import E, Template
 
 # ConceptMap-FC-ObservationStatus, restricted to the Result Status value set.
 RESULT_STATUS: Final[dict[str, str]] = {
@@ -64,9 +66,12 @@ def add_value(
     *,
     row_name: str,
     assertion_code: Any = None,
-) -> None:
-    """The typed <value>. With no value[x]: the comment as ST, else a nullFlavor ST."""
-    key = value_key(data)
+    key: str | None = "",
+) -> cda.Element:
+    """The typed <value> (returned). With no value[x]: the comment as ST, else a nullFlavor ST.
+    ``key``: the observation's value_key when the caller already has it."""
+    if key == "":
+        key = value_key(data)
     if key == "valueQuantity" and isinstance(data[key], dict):
         q = data[key]
         comparator = text_of(q.get("comparator"))
@@ -75,41 +80,35 @@ def add_value(
             bound = "high" if comparator.startswith("<") else "low"
             el = cda.pq(ivl, bound, q, xsi_type=None)
             el.set("inclusive", "true" if "=" in comparator else "false")
-            return
-        cda.pq(obs, "value", q)
-        return
+            return ivl
+        return cda.pq(obs, "value", q)
     if key == "valueCodeableConcept":
-        cda.cd(obs, "value", concept(data[key]), xsi_type="CD")
-        return
+        return cda.cd(obs, "value", concept(data[key]), xsi_type="CD")
     if key == "valueBoolean" and isinstance(data[key], bool):
-        cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "BL", "value": "true" if data[key] else "false"})
-        return
+        return cda.sub(
+            obs, "value", {cda.XSI_TYPE_ATTR: "BL", "value": "true" if data[key] else "false"}
+        )
     if key == "valueInteger" and isinstance(data[key], int):
-        cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "INT", "value": str(data[key])})
-        return
+        return cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "INT", "value": str(data[key])})
     if key == "valueRange" and isinstance(data[key], dict):
         ivl = cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "IVL_PQ"})
         for bound in ("low", "high"):
             q = data[key].get(bound)
             if isinstance(q, dict) and cda.number(q.get("value")) is not None:
                 cda.pq(ivl, bound, q, xsi_type=None)
-        return
+        return ivl
     if key == "valueDateTime" and ctx.ts(data[key]):
-        cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "TS", "value": ctx.ts(data[key]) or ""})
-        return
+        return cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "TS", "value": ctx.ts(data[key]) or ""})
     if key is not None:
         text = value_text(data)
         if text:
-            cda.text_el(obs, "value", text, {cda.XSI_TYPE_ATTR: "ST"})
-            return
+            return cda.text_el(obs, "value", text, {cda.XSI_TYPE_ATTR: "ST"})
     if assertion_code is not None:
-        cda.cd(obs, "value", assertion_code, ref=row_name, xsi_type="CD")
-        return
+        return cda.cd(obs, "value", assertion_code, ref=row_name, xsi_type="CD")
     comment = text_of(data.get("comment"))
     if comment:
-        cda.text_el(obs, "value", comment, {cda.XSI_TYPE_ATTR: "ST"})
-    else:
-        cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "ST", "nullFlavor": "NA"})
+        return cda.text_el(obs, "value", comment, {cda.XSI_TYPE_ATTR: "ST"})
+    return cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "ST", "nullFlavor": "NA"})
 
 
 def interpretation(obs: cda.Element, data: dict[str, Any]) -> str:
@@ -141,22 +140,40 @@ def reference_ranges(obs: cda.Element, data: dict[str, Any]) -> list[str]:
         if not label:
             continue
         texts.append(label)
-        ref = cda.sub(obs, "referenceRange")
-        orange = cda.sub(ref, "observationRange")
-        if text:
-            cda.text_el(orange, "text", text)
         low_ok = isinstance(low, dict) and cda.number(low.get("value")) is not None
         high_ok = isinstance(high, dict) and cda.number(high.get("value")) is not None
-        if low_ok or high_ok:
-            ivl = cda.sub(orange, "value", {cda.XSI_TYPE_ATTR: "IVL_PQ"})
-            if low_ok:
-                cda.pq(ivl, "low", low, xsi_type=None)  # type: ignore[arg-type]
-            if high_ok:
-                cda.pq(ivl, "high", high, xsi_type=None)  # type: ignore[arg-type]
-        else:
+        values: dict[str, str | None] = {"text": text}
+        if low_ok:
+            values["lv"], values["lu"], low_tr = cda.pq_parts(low)  # type: ignore[arg-type]
+        if high_ok:
+            values["hv"], values["hu"], high_tr = cda.pq_parts(high)  # type: ignore[arg-type]
+        if not (low_ok or high_ok):
             # CONF:1198-32175: observationRange SHALL contain a value.
-            cda.text_el(orange, "value", label, {cda.XSI_TYPE_ATTR: "ST"})
+            values["label"] = label
+        _rr, ivl = _range_template(bool(text), low_ok, high_ok).stamp(obs, values)
+        if low_ok and low_tr:
+            cda.pq_translation(ivl[0], values["lv"] or "", low_tr)
+        if high_ok and high_tr:
+            cda.pq_translation(ivl[-1], values["hv"] or "", high_tr)
     return texts
+
+
+@functools.cache
+def _range_template(text: bool, low: bool, high: bool) -> Template:
+    """referenceRange/observationRange with optional text and an IVL_PQ (or ST) value."""
+    orange = E.observationRange()
+    if text:
+        orange.append(E.text("$text"))
+    if low or high:
+        ivl = E.value({cda.XSI_TYPE_ATTR: "IVL_PQ", "tpl-as": "value"})
+        if low:
+            ivl.append(E.low(value="$lv", unit="$lu"))
+        if high:
+            ivl.append(E.high(value="$hv", unit="$hu"))
+        orange.append(ivl)
+    else:
+        orange.append(E.value({cda.XSI_TYPE_ATTR: "ST", "tpl-as": "value"}, "$label"))
+    return Template(E.referenceRange(orange), handles=("value",))
 
 
 def performer_ref(data: dict[str, Any]) -> Any:
@@ -174,29 +191,110 @@ def result_observation(
     name_id: str,
     *,
     assertion: bool = False,
+    comment_ref: str | None = None,
 ) -> cda.Element:
-    """Result Observation (V3) 4.2. ``assertion``: a coded finding without a value is carried as
-    code ASSERTION + value = the finding (HL7 v3 assertion pattern)."""
+    """Result Observation (V3) 4.2 in a new <component> of ``parent``. ``assertion``: a coded
+    finding without a value is carried as code ASSERTION + value = the finding (HL7 v3 assertion
+    pattern). ``comment_ref``: the narrative cell of a Comment Activity (4.64).
+
+    The common shapes (a numeric UCUM value, an HL7 interpretation, the comment) are part of the
+    template; the code and any other value are built and moved into place."""
     data = res.data
-    obs = cda.fixed(parent, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.2", "2015-08-01")
-    ctx.entry_id(obs, res)
-    code = ctx.concept(data.get("code"))
-    finding = assertion and value_key(data) is None and bool(code.codes)
-    if finding:
-        cda.code(obs, "ASSERTION", "2.16.840.1.113883.5.4", "Assertion", "HL7ActCode")
-    else:
-        cda.cd(
-            obs,
-            "code",
-            code,
-            ref=name_id,
-            prefer=("2.16.840.1.113883.6.1", "2.16.840.1.113883.6.96"),
+    code = concept(data.get("code"))
+    vkey = value_key(data)
+    finding = assertion and vkey is None and bool(code.codes)
+    when = effective(ctx, data)
+    values: dict[str, str | None] = {
+        "id": ctx.entry_uid(res),
+        "ref": "#" + row_id,
+        "when": when,
+        "cref": comment_ref,
+    }
+    quantity = data.get("valueQuantity") if vkey == "valueQuantity" else None
+    simple_value = False
+    if isinstance(quantity, dict) and quantity.get("comparator") not in _COMPARATORS:
+        if cda.number(quantity.get("value")) is not None:
+            value, unit, translation = cda.pq_parts(quantity)
+            if not translation:
+                simple_value = True
+                values["value"] = value
+                values["unit"] = unit
+    interp = next(
+        (c for c in concept(data.get("interpretation")).codes if c.oid == OBS_INTERPRETATION),
+        None,
+    )
+    _comp, obs, text = _result_template(
+        finding,
+        RESULT_STATUS.get(text_of(data.get("status")), "completed"),
+        when is not None,
+        simple_value,
+        comment_ref is not None,
+    ).stamp(parent, values)
+    if not finding:
+        cda.cd(obs, "code", code, ref=name_id, prefer=_LOINC_FIRST, before=text)
+    # After the value: interpretationCode, author, then the comment (the template's last child).
+    anchor = obs[-1] if comment_ref is not None else None
+    if not simple_value:
+        el = add_value(
+            ctx, obs, data, row_name=name_id, assertion_code=code if finding else None, key=vkey
         )
-    cda.text_ref(obs, row_id)
-    cda.status(obs, RESULT_STATUS.get(text_of(data.get("status")), "completed"))
-    cda.ts(obs, "effectiveTime", effective(ctx, data))
-    add_value(ctx, obs, data, row_name=name_id, assertion_code=code if finding else None)
-    interpretation(obs, data)
-    ctx.author(obs, performer_ref(data), ctx.ts(data.get("issued")), res)
+        if anchor is not None:
+            anchor.addprevious(el)
+    if interp is not None:
+        el = cda.code(
+            obs,
+            interp.code,
+            OBS_INTERPRETATION,
+            interp.display or None,
+            "HL7 ObservationInterpretation",
+            local="interpretationCode",
+        )
+        if anchor is not None:
+            anchor.addprevious(el)
+    ctx.author(obs, performer_ref(data), ctx.ts(data.get("issued")), res, before=anchor)
     return obs
+
+
+_LOINC_FIRST: Final = (LOINC, SNOMED)
+_COMPARATORS: Final = frozenset({"<", "<=", ">", ">="})
+
+
+@functools.cache
+def _result_template(
+    assertion: bool, status: str, timed: bool, value: bool, comment: bool
+) -> Template:
+    """component/observation (4.2). ``assertion``: code ASSERTION, else the code is built and
+    goes before <text>. ``value``: a PQ from slots. ``comment``: a Comment Activity (4.64) as
+    the last child (interpretation and author are inserted before it)."""
+    code = [cda.p_code("ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")] if assertion else []
+    tail = []
+    if value:
+        tail.append(E.value({cda.XSI_TYPE_ATTR: "PQ", "value": "$value", "unit": "$unit"}))
+    if comment:
+        tail.append(
+            E.entryRelationship(
+                {"typeCode": "SUBJ", "inversionInd": "true"},
+                E.act(
+                    {"classCode": "ACT", "moodCode": "EVN"},
+                    cda.p_template("2.16.840.1.113883.10.20.22.4.64"),
+                    cda.p_code("48767-8", LOINC, "Annotation comment", "LOINC"),
+                    cda.p_text_ref("cref"),
+                ),
+            )
+        )
+    return Template(
+        E.component(
+            E.observation(
+                {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+                E.templateId(root="2.16.840.1.113883.10.20.22.4.2", extension="2015-08-01"),
+                E.templateId(root="2.16.840.1.113883.10.20.22.4.2"),
+                E.id(root="$id"),
+                *code,
+                E.text({"tpl-as": "text"}, E.reference(value="$ref")),
+                E.statusCode(code=status),
+                E.effectiveTime(value="$when") if timed else E.effectiveTime(nullFlavor="UNK"),
+                *tail,
+            )
+        ),
+        handles=("obs", "text"),
+    )

@@ -6,6 +6,7 @@ Procedure 4.41; ReferralRequest (outbound referrals) -> Planned Act 4.39.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -14,6 +15,7 @@ from ccda_converter.codes import SNOMED, Concept, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.sections.base import Section, SectionSpec, Table
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="plan",
@@ -78,16 +80,17 @@ def _procedure_request(
     row = table.row(
         [code.text or "Request", kind, display_date(when), text_of(data.get("status")), details]
     )
-    entry = section.entry()
-    proc = cda.sub(
-        entry, "procedure", {"classCode": "PROC", "moodCode": "INT" if intent == "plan" else "RQO"}
+    when_ts = ctx.ts(when)
+    _entry, proc, text = section.stamp(
+        _planned_procedure_template(intent == "plan", bool(when_ts)),
+        {
+            "id": ctx.entry_uid(res),
+            "ref": "#" + row.id,
+            "status": STATUS.get(text_of(data.get("status")), "active"),
+            "when": when_ts,
+        },
     )
-    cda.templates(proc, "2.16.840.1.113883.10.20.22.4.41", "2014-06-09")
-    ctx.entry_id(proc, res)
-    cda.cd(proc, "code", code, ref=row.name_id)
-    cda.text_ref(proc, row.id)
-    cda.status(proc, STATUS.get(text_of(data.get("status")), "active"))
-    cda.ts(proc, "effectiveTime", ctx.ts(when))
+    cda.cd(proc, "code", code, ref=row.name_id, before=text)
     requester = data.get("requester")
     ctx.author(
         proc,
@@ -128,20 +131,18 @@ def _referral(ctx: Context, section: Section, table: Table, res: Resource) -> No
             details,
         ]
     )
-    entry = section.entry()
-    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "INT"})
-    cda.templates(act, "2.16.840.1.113883.10.20.22.4.39", "2014-06-09")
-    ctx.entry_id(act, res)
+    authored = ctx.ts(data.get("authoredOn"))
+    _entry, act, text = section.stamp(
+        _planned_act_template(bool(authored)),
+        {"id": ctx.entry_uid(res), "ref": "#" + row.id, "when": authored},
+    )
     if code.codes:
-        cda.cd(act, "code", code, ref=row.name_id)
+        cda.cd(act, "code", code, ref=row.name_id, before=text)
     else:
         el = cda.code(act, "3457005", SNOMED, "Patient referral", "SNOMED CT")
         ot = cda.sub(el, "originalText")
         cda.sub(ot, "reference", {"value": "#" + row.name_id})
-    cda.text_ref(act, row.id)
-    # CONF:1098-32019: a Planned Act is always "active"; the FHIR status is in the narrative.
-    cda.status(act, "active")
-    cda.ts(act, "effectiveTime", ctx.ts(data.get("authoredOn")))
+        text.addprevious(el)
     requester = data.get("requester")
     ctx.author(
         act,
@@ -150,3 +151,43 @@ def _referral(ctx: Context, section: Section, table: Table, res: Resource) -> No
         res,
     )
     ctx.mapped(res)
+
+
+@functools.cache
+def _planned_procedure_template(recall: bool, timed: bool) -> Template:
+    """Planned Procedure (4.41): a recall (INT) or an investigation request (RQO); its code goes
+    before <text>."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.procedure(
+                {"classCode": "PROC", "moodCode": "INT" if recall else "RQO", "tpl-as": "proc"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.41", "2014-06-09"),
+                E.id(root="$id"),
+                E.text({"tpl-as": "text"}, E.reference(value="$ref")),
+                E.statusCode(code="$status"),
+                cda.p_ts("effectiveTime", timed),
+            ),
+        ),
+        handles=("proc", "text"),
+    )
+
+
+@functools.cache
+def _planned_act_template(timed: bool) -> Template:
+    """Planned Act (4.39) for a referral; its code goes before <text>. CONF:1098-32019: a Planned
+    Act is always "active"; the FHIR status is in the narrative."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.act(
+                {"classCode": "ACT", "moodCode": "INT", "tpl-as": "act"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.39", "2014-06-09"),
+                E.id(root="$id"),
+                E.text({"tpl-as": "text"}, E.reference(value="$ref")),
+                E.statusCode(code="active"),
+                cda.p_ts("effectiveTime", timed),
+            ),
+        ),
+        handles=("act", "text"),
+    )

@@ -9,6 +9,7 @@ RelatedClinicalContent and RelatedProblemHeader -> Entry References 4.122 to the
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -18,7 +19,13 @@ from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.lists import empty_reason_code, list_code
 from ccda_converter.sections.base import Section, SectionSpec, Table
-from ccda_converter.sections.common import comment, entry_reference, problem_type
+from ccda_converter.sections.common import (
+    comment,
+    entry_reference,
+    p_problem_type,
+    problem_type,
+)
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="problems",
@@ -144,43 +151,39 @@ def _problem(ctx: Context, section: Section, table: Table, res: Resource, is_act
     onset_ts = ctx.ts(onset)
     abatement_ts = ctx.ts(abatement)
     asserted = ctx.ts(data.get("assertedDate"))
-    entry = section.entry()
-    act = cda.fixed(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
-    cda.templates(act, "2.16.840.1.113883.10.20.22.4.3", "2015-08-01")
-    ctx.entry_id(act, res, "#concern")
-    cda.code(act, "CONC", ACT_CLASS, "Concern", "HL7ActClass")
-    cda.text_ref(act, row.id)
-    cda.status(act, "active" if is_active else "completed")
-    cda.ivl_ts(
-        act,
-        asserted or onset_ts,
-        None if is_active else abatement_ts,
-        high_null=None if is_active else "UNK",
+    low = asserted or onset_ts
+    high = None if is_active else abatement_ts
+    asserter = data.get("asserter")
+    _entry, act, obs = section.stamp(
+        _problem_template(bool(low), bool(high), is_active, bool(onset_ts), bool(abatement_ts)),
+        {
+            "concern_id": ctx.entry_uid(res, "#concern"),
+            "ref": "#" + row.id,
+            "low": low,
+            "high": high,
+            "id": ctx.entry_uid(res),
+            "onset": onset_ts,
+            "abatement": abatement_ts,
+        },
     )
-    ctx.author(act, data.get("asserter"), asserted, res)
-    rel = cda.fixed(act, "entryRelationship", {"typeCode": "SUBJ"})
-    obs = cda.fixed(rel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.4", "2015-08-01")
-    ctx.entry_id(obs, res)
-    problem_type(obs)
-    cda.text_ref(obs, row.id)
-    cda.status(obs, "completed")
-    cda.ivl_ts(obs, onset_ts, abatement_ts)
+    ctx.author(act, asserter, asserted, res, before=act[-1])
     cda.cd(obs, "value", code, ref=row.name_id, xsi_type="CD")
-    ctx.author(obs, data.get("asserter"), asserted, res)
+    ctx.author(obs, asserter, asserted, res)
     if note_texts:
         comment(obs, ctx, row, 7)
     for _kind, target, _text in links:
         if target is not None and target is not res:
             entry_reference(act, ctx.uid(target.key))
     if significance in SIGNIFICANCE:
-        prel = cda.fixed(act, "entryRelationship", {"typeCode": "REFR"})
-        pobs = cda.fixed(prel, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.template_only(pobs, "2.16.840.1.113883.10.20.22.4.143")
-        ctx.entry_id(pobs, res, "#significance")
-        cda.code(pobs, "225773000", SNOMED, "Preference", "SNOMED CT")
         value = SIGNIFICANCE[significance]
-        cda.code(pobs, value[0], SNOMED, value[1], "SNOMED CT", local="value", xsi_type="CD")
+        _PRIORITY.stamp(
+            act,
+            {
+                "id": ctx.entry_uid(res, "#significance"),
+                "code": value[0],
+                "name": value[1],
+            },
+        )
     ctx.mapped(res)
 
 
@@ -208,3 +211,54 @@ def _no_known(ctx: Context, section: Section, table: Table) -> None:
     cda.status(obs, "completed")
     cda.ivl_ts(obs, None)
     cda.code(obs, "55607006", SNOMED, "Problem", "SNOMED CT", local="value", xsi_type="CD")
+
+
+@functools.cache
+def _problem_template(
+    low: bool, high: bool, active: bool, onset: bool, abatement: bool
+) -> Template:
+    """Problem Concern Act (4.3) wrapping a Problem Observation (4.4); the concern author goes
+    before the act's last child; the problem code (value) and its author are appended to the
+    observation."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.act(
+                {"classCode": "ACT", "moodCode": "EVN", "tpl-as": "act"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.3", "2015-08-01"),
+                E.id(root="$concern_id"),
+                cda.p_code("CONC", ACT_CLASS, "Concern", "HL7ActClass"),
+                cda.p_text_ref(),
+                E.statusCode(code="active" if active else "completed"),
+                cda.p_ivl(low, high, high_null=None if active else "UNK"),
+                E.entryRelationship(
+                    {"typeCode": "SUBJ"},
+                    E.observation(
+                        {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+                        *cda.p_templates("2.16.840.1.113883.10.20.22.4.4", "2015-08-01"),
+                        E.id(root="$id"),
+                        p_problem_type(),
+                        cda.p_text_ref(),
+                        E.statusCode(code="completed"),
+                        cda.p_ivl(onset, abatement, low_slot="onset", high_slot="abatement"),
+                    ),
+                ),
+            ),
+        ),
+        handles=("act", "obs"),
+    )
+
+
+# Priority Preference (4.143) for GP Connect ProblemSignificance.
+_PRIORITY: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "REFR"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN"},
+            cda.p_template("2.16.840.1.113883.10.20.22.4.143"),
+            E.id(root="$id"),
+            cda.p_code("225773000", SNOMED, "Preference", "SNOMED CT"),
+            cda.p_code("$code", SNOMED, "$name", "SNOMED CT", local="value", xsi_type="CD"),
+        ),
+    )
+)

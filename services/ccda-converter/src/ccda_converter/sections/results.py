@@ -9,6 +9,7 @@ organizer per day, coded findings without a value as assertions.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from ccda_converter import cda
@@ -18,7 +19,6 @@ from ccda_converter.codes import SNOMED, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date, sort_key
 from ccda_converter.sections.base import Section, SectionSpec, Table
-from ccda_converter.sections.common import comment
 from ccda_converter.sections.observations import (
     RESULT_STATUS,
     effective,
@@ -27,6 +27,7 @@ from ccda_converter.sections.observations import (
     result_observation,
     value_text,
 )
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="results",
@@ -77,7 +78,9 @@ def build(ctx: Context, obs_plan: ObservationPlan) -> cda.Element:
     return section.finish("No information about results is available.")
 
 
-def _obs_row(ctx: Context, table: Table, obs: Resource, depth: int) -> Any:
+def _obs_row(
+    ctx: Context, table: Table, obs: Resource, depth: int, ids: tuple[int, ...] = ()
+) -> Any:
     data = obs.data
     name = ctx.concept(data.get("code")).text or "Unnamed observation"
     rr_text = []
@@ -99,7 +102,8 @@ def _obs_row(ctx: Context, table: Table, obs: Resource, depth: int) -> Any:
             effective_text(data),
             text_of(data.get("status")),
             text_of(data.get("comment")),
-        ]
+        ],
+        ids,
     )
 
 
@@ -147,19 +151,22 @@ def _report(
             "",
         ]
     )
-    entry = section.entry()
-    org = cda.fixed(entry, "organizer", {"classCode": "BATTERY", "moodCode": "EVN"})
-    cda.templates(org, "2.16.840.1.113883.10.20.22.4.1", "2015-08-01")
-    ctx.entry_id(org, report)
-    cda.cd(org, "code", code, ref=head.name_id)
-    cda.status(org, RESULT_STATUS.get(text_of(data.get("status")), "completed"))
     times = [t for t in (effective(ctx, o.data) for o, _d in items) if t]
     report_time = ctx.ts(data.get("effectiveDateTime")) or ctx.ts(data.get("issued"))
     if report_time:
         times.append(report_time)
     if times:
         times.sort(key=sort_key)
-        cda.ivl_ts(org, times[0], times[-1])
+    _entry, org, status = section.stamp(
+        _report_template(bool(times)),
+        {
+            "id": ctx.entry_uid(report),
+            "status": RESULT_STATUS.get(text_of(data.get("status")), "completed"),
+            "low": times[0] if times else None,
+            "high": times[-1] if times else None,
+        },
+    )
+    cda.cd(org, "code", code, ref=head.name_id, before=status)
     for spec in specimens:
         sp = cda.fixed(org, "specimen", {"typeCode": "SPC"})
         role = cda.sub(sp, "specimenRole")
@@ -187,11 +194,16 @@ def _report(
         else:
             cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "ST", "nullFlavor": "NI"})
     for obs_res, depth in items:
-        row = _obs_row(ctx, table, obs_res, depth + 1)
-        comp = cda.sub(org, "component")
-        obs = result_observation(ctx, comp, obs_res, row.id, row.name_id)
-        if text_of(obs_res.data.get("comment")):
-            comment(obs, ctx, row, 6)
+        has_comment = bool(text_of(obs_res.data.get("comment")))
+        row = _obs_row(ctx, table, obs_res, depth + 1, (6,) if has_comment else ())
+        obs = result_observation(
+            ctx,
+            org,
+            obs_res,
+            row.id,
+            row.name_id,
+            comment_ref="#" + row.cell_id(6) if has_comment else None,
+        )
         reference_ranges(obs, obs_res.data)
         ctx.mapped(obs_res)
     ctx.mapped(report)
@@ -200,16 +212,15 @@ def _report(
 def _uncategorised(
     ctx: Context, section: Section, table: Table, day: str, observations: list[Resource]
 ) -> None:
-    entry = section.entry()
-    org = cda.fixed(entry, "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
-    cda.templates(org, "2.16.840.1.113883.10.20.22.4.1", "2015-08-01")
-    cda.ii(org, ctx.uid(f"uncategorised#{day}#{observations[0].key}"))
-    code = cda.code(org, "826501000000100", SNOMED, "Miscellaneous record", "SNOMED CT")
-    cda.text_el(code, "originalText", "Uncategorised data")
-    cda.status(org, "completed")
     times = sorted((t for t in (effective(ctx, o.data) for o in observations) if t), key=sort_key)
-    if times:
-        cda.ivl_ts(org, times[0], times[-1])
+    _entry, org = section.stamp(
+        _uncategorised_template(bool(times)),
+        {
+            "id": ctx.uid(f"uncategorised#{day}#{observations[0].key}"),
+            "low": times[0] if times else None,
+            "high": times[-1] if times else None,
+        },
+    )
     for obs_res in observations:
         data = obs_res.data
         components = [c for c in as_list(data.get("component")) if isinstance(c, dict)]
@@ -227,18 +238,64 @@ def _uncategorised(
                         if x
                     )
                 )
+        note = text_of(data.get("comment"))
         row = table.row(
             [
                 ctx.concept(data.get("code")).text or "Unnamed observation",
                 value,
                 rr,
                 effective_text(data),
-                text_of(data.get("comment")),
-            ]
+                note,
+            ],
+            (4,) if note else (),
         )
-        comp = cda.sub(org, "component")
-        obs = result_observation(ctx, comp, obs_res, row.id, row.name_id, assertion=True)
-        if text_of(data.get("comment")):
-            comment(obs, ctx, row, 4)
+        obs = result_observation(
+            ctx,
+            org,
+            obs_res,
+            row.id,
+            row.name_id,
+            assertion=True,
+            comment_ref="#" + row.cell_id(4) if note else None,
+        )
         reference_ranges(obs, data)
         ctx.mapped(obs_res)
+
+
+@functools.cache
+def _report_template(timed: bool) -> Template:
+    """Result Organizer (4.1) for a DiagnosticReport; its code goes before <statusCode>."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.organizer(
+                {"classCode": "BATTERY", "moodCode": "EVN", "tpl-as": "org"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.1", "2015-08-01"),
+                E.id(root="$id"),
+                E.statusCode({"code": "$status", "tpl-as": "status"}),
+                *([cda.p_ivl(True, True)] if timed else []),
+            ),
+        ),
+        handles=("org", "status"),
+    )
+
+
+@functools.cache
+def _uncategorised_template(timed: bool) -> Template:
+    """Result Organizer (4.1) grouping one day of uncategorised observations."""
+    code = cda.p_code("826501000000100", SNOMED, "Miscellaneous record", "SNOMED CT")
+    code.append(E.originalText("Uncategorised data"))
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.organizer(
+                {"classCode": "CLUSTER", "moodCode": "EVN", "tpl-as": "org"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.1", "2015-08-01"),
+                E.id(root="$id"),
+                code,
+                E.statusCode(code="completed"),
+                *([cda.p_ivl(True, True)] if timed else []),
+            ),
+        ),
+        handles=("org",),
+    )

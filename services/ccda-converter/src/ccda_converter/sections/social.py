@@ -7,6 +7,7 @@ the SNOMED code as translation, CONF:1198-32951).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ccda_converter import cda
@@ -23,6 +24,7 @@ from ccda_converter.sections.observations import (
     performer_ref,
     value_text,
 )
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="social",
@@ -74,25 +76,18 @@ def _smoking(ctx: Context, section: Section, table: Table, res: Resource) -> Non
         return
     label = (value.text if value is not None else "") or code.text
     row = table.row(["Smoking status", label, effective_text(data), text_of(data.get("comment"))])
-    entry = section.entry()
-    obs = cda.fixed(entry, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.78", "2014-06-09")
-    ctx.entry_id(obs, res)
-    cda.code(obs, "72166-2", LOINC, "Tobacco smoking status", "LOINC")
-    cda.text_ref(obs, row.id)
-    cda.status(obs, "completed")
-    cda.ts(obs, "effectiveTime", effective(ctx, data))
-    val = cda.code(
-        obs,
-        finding.code,
-        SNOMED,
-        finding.display or None,
-        "SNOMED CT",
-        local="value",
-        xsi_type="CD",
+    when = effective(ctx, data)
+    _entry, obs = section.stamp(
+        _smoking_template(bool(when), bool(finding.display)),
+        {
+            "id": ctx.entry_uid(res),
+            "ref": "#" + row.id,
+            "when": when,
+            "code": finding.code,
+            "name": finding.display,
+            "value_ref": "#" + row.cell_id(1),
+        },
     )
-    ot = cda.sub(val, "originalText")
-    cda.sub(ot, "reference", {"value": "#" + row.cell_id(1)})
     ctx.author(obs, performer_ref(data), effective(ctx, data), res)
     if text_of(data.get("comment")):
         comment(obs, ctx, row, 3)
@@ -110,18 +105,18 @@ def _social(ctx: Context, section: Section, table: Table, res: Resource) -> None
             text_of(data.get("comment")),
         ]
     )
-    entry = section.entry()
-    obs = cda.fixed(entry, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    cda.templates(obs, "2.16.840.1.113883.10.20.22.4.38", "2015-08-01")
-    ctx.entry_id(obs, res)
-    el = cda.code(obs, "11331-6", LOINC, "History of Alcohol use", "LOINC")
-    ot = cda.sub(el, "originalText")
-    cda.sub(ot, "reference", {"value": "#" + row.name_id})
+    when = effective(ctx, data)
+    _entry, obs, el = section.stamp(
+        _social_template(bool(when)),
+        {
+            "id": ctx.entry_uid(res),
+            "name_ref": "#" + row.name_id,
+            "ref": "#" + row.id,
+            "when": when,
+        },
+    )
     for c in code.codes:
         cda.code(el, c.code, c.oid, c.display or None, c.system_name, local="translation")
-    cda.text_ref(obs, row.id)
-    cda.status(obs, "completed")
-    cda.ts(obs, "effectiveTime", effective(ctx, data))
     add_value(
         ctx,
         obs,
@@ -133,3 +128,58 @@ def _social(ctx: Context, section: Section, table: Table, res: Resource) -> None
     if text_of(data.get("comment")):
         comment(obs, ctx, row, 3)
     ctx.mapped(res)
+
+
+@functools.cache
+def _smoking_template(timed: bool, named: bool) -> Template:
+    """Smoking Status - Meaningful Use (4.78): LOINC 72166-2, the SNOMED finding as value."""
+    value = cda.p_code(
+        "$code", SNOMED, "$name" if named else None, "SNOMED CT", local="value", xsi_type="CD"
+    )
+    value.append(E.originalText(E.reference(value="$value_ref")))
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.observation(
+                {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.78", "2014-06-09"),
+                E.id(root="$id"),
+                cda.p_code("72166-2", LOINC, "Tobacco smoking status", "LOINC"),
+                cda.p_text_ref(),
+                E.statusCode(code="completed"),
+                cda.p_ts("effectiveTime", timed),
+                value,
+            ),
+        ),
+        handles=("obs",),
+    )
+
+
+@functools.cache
+def _social_template(timed: bool) -> Template:
+    """Social History Observation (4.38): LOINC 11331-6 with the SNOMED codes as translations
+    (appended to the code, CONF:1198-32951)."""
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.observation(
+                {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.38", "2015-08-01"),
+                E.id(root="$id"),
+                E.code(
+                    {
+                        "code": "11331-6",
+                        "codeSystem": LOINC,
+                        "codeSystemName": "LOINC",
+                        "displayName": "History of Alcohol use",
+                        "tpl-as": "code",
+                    },
+                    E.originalText(E.reference(value="$name_ref")),
+                ),
+                cda.p_text_ref(),
+                E.statusCode(code="completed"),
+                cda.p_ts("effectiveTime", timed),
+            ),
+        ),
+        handles=("obs", "code"),
+    )

@@ -7,6 +7,7 @@ values. A blood pressure with systolic/diastolic components gives two observatio
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from ccda_converter import cda
@@ -23,6 +24,7 @@ from ccda_converter.sections.observations import (
     interpretation,
     performer_ref,
 )
+from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
     key="vitals",
@@ -46,25 +48,10 @@ def build(ctx: Context, vitals: list[Resource]) -> cda.Element:
         groups.setdefault(effective(ctx, obs.data) or "", []).append(obs)
     for when in sorted(groups, key=lambda w: sort_key(w) if w else "9"):
         observations = groups[when]
-        entry = section.entry()
-        org = cda.fixed(entry, "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
-        cda.templates(org, "2.16.840.1.113883.10.20.22.4.26", "2015-08-01")
-        cda.ii(org, ctx.uid(f"vitals#{when}#{observations[0].key}"))
-        code = cda.code(org, "46680005", SNOMED, "Vital signs", "SNOMED CT")
-        # CONF:1198-32743: the LOINC vital signs panel as translation.
-        cda.code(
-            code,
-            "74728-7",
-            LOINC,
-            "Vital signs, weight, height, head circumference, oximetry, BMI, and BSA panel",
-            "LOINC",
-            local="translation",
+        _entry, org = section.stamp(
+            _organizer_template(bool(when)),
+            {"id": ctx.uid(f"vitals#{when}#{observations[0].key}"), "when": when},
         )
-        cda.status(org, "completed")
-        if when:
-            cda.ivl_ts(org, when, when)
-        else:
-            cda.fixed(org, "effectiveTime", {"nullFlavor": "UNK"})
         for obs in observations:
             try:
                 _vital(ctx, org, table, obs, when)
@@ -101,23 +88,86 @@ def _vital(ctx: Context, org: cda.Element, table: Any, res: Resource, when: str)
         if found is None:
             raise ValueError("not a vital sign")
         items = [(data, found, "")]
+    template = _vital_template(bool(when))
     for part, vital, suffix in items:
-        comp_el = cda.sub(org, "component")
-        obs = cda.fixed(comp_el, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        cda.templates(obs, "2.16.840.1.113883.10.20.22.4.27", "2014-06-09")
-        ctx.entry_id(obs, res, suffix)
-        code = cda.code(obs, vital[0], LOINC, vital[1], "LOINC")
-        ot = cda.sub(code, "originalText")
-        cda.sub(ot, "reference", {"value": "#" + row.name_id})
-        for c in concept(part.get("code")).codes:
+        _comp, obs, code = template.stamp(
+            org,
+            {
+                "id": ctx.entry_uid(res, suffix),
+                "code": vital[0],
+                "name": vital[1],
+                "name_ref": "#" + row.name_id,
+                "ref": "#" + row.id,
+                "when": when,
+            },
+        )
+        for c in ctx.concept(part.get("code")).codes:
             if c.code != vital[0]:
                 cda.code(code, c.code, c.oid, c.display or None, c.system_name, local="translation")
-        cda.text_ref(obs, row.id)
-        cda.status(obs, "completed")
-        cda.ts(obs, "effectiveTime", when or None)
         cda.pq(obs, "value", part["valueQuantity"])
         interpretation(obs, part)
         ctx.author(obs, performer_ref(data), when or None, res)
         if note and not suffix:
             comment(obs, ctx, row, 3)
     ctx.mapped(res)
+
+
+@functools.cache
+def _organizer_template(timed: bool) -> Template:
+    """Vital Signs Organizer (4.26); CONF:1198-32743: the LOINC vital signs panel as
+    translation."""
+    code = cda.p_code("46680005", SNOMED, "Vital signs", "SNOMED CT")
+    code.append(
+        cda.p_code(
+            "74728-7",
+            LOINC,
+            "Vital signs, weight, height, head circumference, oximetry, BMI, and BSA panel",
+            "LOINC",
+            local="translation",
+        )
+    )
+    return Template(
+        E.entry(
+            {"typeCode": "DRIV"},
+            E.organizer(
+                {"classCode": "CLUSTER", "moodCode": "EVN", "tpl-as": "org"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.26", "2015-08-01"),
+                E.id(root="$id"),
+                code,
+                E.statusCode(code="completed"),
+                cda.p_ivl(True, True, low_slot="when", high_slot="when")
+                if timed
+                else E.effectiveTime(nullFlavor="UNK"),
+            ),
+        ),
+        handles=("org",),
+    )
+
+
+@functools.cache
+def _vital_template(timed: bool) -> Template:
+    """Vital Sign Observation (4.27): LOINC code (originalText -> the narrative row; other
+    codings are appended as translations), then value, interpretation and author."""
+    return Template(
+        E.component(
+            E.observation(
+                {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+                *cda.p_templates("2.16.840.1.113883.10.20.22.4.27", "2014-06-09"),
+                E.id(root="$id"),
+                E.code(
+                    {
+                        "code": "$code",
+                        "codeSystem": LOINC,
+                        "codeSystemName": "LOINC",
+                        "displayName": "$name",
+                        "tpl-as": "code",
+                    },
+                    E.originalText(E.reference(value="$name_ref")),
+                ),
+                cda.p_text_ref(),
+                E.statusCode(code="completed"),
+                cda.p_ts("effectiveTime", timed),
+            )
+        ),
+        handles=("obs", "code"),
+    )
