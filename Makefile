@@ -8,7 +8,7 @@ SRC_DIRS := libs/common/src libs/devstack/src $(wildcard services/*/src)
 PKG_FILES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help install lock compose-test deploy-check proto proto-check fmt lint typecheck check unit e2e test run sandbox bench docs docs-examples demo clean
+.PHONY: help install lock compose-test deploy-check fuzz load proto proto-check fmt lint typecheck check unit e2e test run sandbox bench docs docs-examples demo clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -62,8 +62,18 @@ run: install ## Start Redis, the NHS sandbox and every service (Ctrl-C stops all
 sandbox: install ## Run the NHS sandbox alone
 	$(BIN)/python -m xcagw_devstack sandbox
 
-bench: install ## Benchmarks (converter, SOAP, throughput); figures go to docs/
+bench: install ## Benchmarks: converter, SOAP parse/serialise, Redis store, throughput vs bare FastAPI, profile
 	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_soap.py
+	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/profile_soap_edge.py --pyinstrument
+
+fuzz: install ## Long soap-edge fuzz campaign (>= 100k inputs; atheris when installed)
+	$(BIN)/python scripts/fuzz_long.py --runs 100000
+
+load: install ## Locust partner load for 5 min on a fresh stack; stats CSV in out/load/
+	$(BIN)/python tests-e2e/load/load_runner.py --seconds 300 --users 20 --out out/load
 
 deploy-check: install ## Deploy checks only: compose, k8s, Prometheus rules, dashboards, Dockerfiles
 	$(BIN)/pytest -q tests-deploy

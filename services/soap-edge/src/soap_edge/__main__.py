@@ -61,7 +61,11 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on sockets it sees as TCP, and
+    # without it small replies wait ~40 ms for a delayed ACK (benchmarks/PROFILE.md).
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("nhs-sandbox", settings.log_level)
     # Bind first so that port 0 resolves to a real port before the app computes its public URL.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on sockets it sees as TCP, and
+    # without it small replies wait ~40 ms for a delayed ACK (benchmarks/PROFILE.md).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(128)

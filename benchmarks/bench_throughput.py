@@ -1,0 +1,406 @@
+"""soap-edge throughput, cold latency, single-flight and memory on a real local stack.
+
+    .venv/bin/python benchmarks/bench_throughput.py [--seconds 8] [--rounds 3] [--concurrency 16]
+
+1. Cached ITI-38 and ITI-39 throughput on ONE soap-edge worker (the launcher's uvicorn process),
+   side by side with a bare FastAPI endpoint (same uvicorn, same config) that returns a payload
+   of the same size and content type, captured from soap-edge's own answer. The ratio
+   soap-edge/bare is the target (>= 0.5). Rounds alternate soap-edge and bare so that drift in
+   machine load hits both alike, and the median round is reported (--pin puts the servers on
+   CPU 0 and the load generator on CPU 1; only useful on an otherwise idle machine).
+2. Cold ITI-38 end-to-end latency over the zero-latency NHS sandbox (target p50 <= 150 ms):
+   soap-edge's stored document is dropped before each request, so each is a miss that fetches
+   the GP record, converts it and stores it. Two variants: adapter caches warm (PDS read, SDS
+   endpoint, tokens) and PDS read cache dropped too.
+3. Single-flight: concurrent identical cold ITI-38 requests fetch the record once (sandbox
+   `/_admin/stats` GP Connect request count delta == 1), and all get the same entryUUID.
+4. Memory per worker: soap-edge RSS/USS idle, after warm-up and after the throughput runs.
+
+Writes JSON to --out (default benchmarks/results/throughput.json) and prints a summary.
+Not a test: figures depend on the machine and its load, which is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402
+    machine,
+    median,
+    pin,
+    rss_mb,
+    run_load,
+    stack_overrides,
+)
+
+from xcagw_common.testing import wait_for_port  # noqa: E402
+from xcagw_devstack.launcher import Stack, free_port  # noqa: E402
+from xcagw_devstack.partner import (  # noqa: E402
+    ACTIONS,
+    NHS_NUMBER_OID,
+    Requester,
+    documents_in,
+    envelope,
+    find_documents,
+    parse_reply,
+    retrieve,
+    xua_assertion,
+)
+
+SOAP_CT = "application/soap+xml; charset=UTF-8"
+SHIM = Path(__file__).resolve().parent / "nodelay_shim.py"
+HOT_PATIENT = "9000000009"
+COLD_PATIENTS = ("9000000009", "9000000068", "9000000033")
+SINGLE_FLIGHT_PATIENT = "9000000114"
+
+
+class BenchStack(Stack):
+    """The launcher's stack; with nodelay_fix, soap-edge and the sandbox run via nodelay_shim."""
+
+    nodelay_fix = False
+
+    def _components(self) -> list[Any]:
+        comps = super()._components()
+        if self.nodelay_fix:
+            for comp in comps:
+                if comp.name == "soap-edge":
+                    comp.argv = [sys.executable, str(SHIM), "soap_edge.__main__"]
+                elif comp.name == "sandbox":
+                    comp.argv = [sys.executable, str(SHIM), "xcagw_devstack", "sandbox"]
+        return comps
+
+
+# ---- the bare FastAPI baseline ----
+def serve_bare(port: int, payload_dir: Path) -> None:
+    """POST /iti38 and /iti39 answer the captured soap-edge payloads byte for byte."""
+    import uvicorn
+    from fastapi import FastAPI, Request, Response
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    meta = json.loads((payload_dir / "meta.json").read_text())
+
+    def route(body: bytes, content_type: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            await request.body()
+            return Response(body, 200, headers={"content-type": content_type})
+
+        return endpoint
+
+    for name, content_type in meta.items():
+        body = (payload_dir / f"{name}.bin").read_bytes()
+        app.add_api_route(f"/{name}", route(body, content_type), methods=["POST"])
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    # uvicorn binds this socket itself (IPPROTO_TCP), so asyncio sets TCP_NODELAY: the baseline
+    # is what a correctly bound uvicorn server does.
+    uvicorn.Server(config).run()
+
+
+# ---- requests ----
+def soap_bytes(transaction: str, body: Any, base: str) -> bytes:
+    payload, _ = envelope(
+        ACTIONS[transaction],
+        body,
+        to=f"{base}/{transaction}",
+        assertion=xua_assertion(Requester()),
+    )
+    return payload
+
+
+def raw_requests(path: str, host: str, bodies: list[bytes]) -> list[bytes]:
+    from benchlib import http_request
+
+    return [http_request(path, host, b, SOAP_CT) for b in bodies]
+
+
+def forget(client: redis.Redis, nhs: str, *, pds_cache: bool) -> None:
+    keys = [f"xcagw:soap-edge:patient-doc:{nhs}"]
+    if pds_cache:
+        keys.append(f"xcagw:pds:patient:v1:{nhs}")
+    client.delete(*keys)
+
+
+def sandbox_requests(stack: Stack) -> dict[str, int]:
+    counts: dict[str, int] = httpx.get(f"{stack.sandbox_url}/_admin/stats", timeout=10).json()[
+        "requests"
+    ]
+    return counts
+
+
+# ---- measurements ----
+def throughput(
+    stack: Stack,
+    bare_port: int,
+    bare_pid: int,
+    bodies: dict[str, list[bytes]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    soap_port = stack.ports["soap-edge"]
+    soap_pid = stack.components["soap-edge"].process.pid  # type: ignore[union-attr]
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):
+        for tx in ("iti38", "iti39"):
+            for label, port, pid in (
+                ("soap-edge", soap_port, soap_pid),
+                ("bare-fastapi", bare_port, bare_pid),
+            ):
+                host = f"127.0.0.1:{port}"
+                reqs = raw_requests(f"/{tx}", host, bodies[tx])
+                result = run_load(
+                    f"{label} {tx}",
+                    "127.0.0.1",
+                    port,
+                    reqs,
+                    seconds=args.seconds,
+                    concurrency=args.concurrency,
+                    server_pid=pid,
+                )
+                if label == "soap-edge":
+                    ok = result.statuses.get(200, 0) == result.requests and (
+                        b"Success" in result.first_body
+                    )
+                    if not ok:
+                        raise SystemExit(
+                            f"soap-edge {tx} answered {dict(result.statuses)}: "
+                            f"{result.first_body[:400]!r}"
+                        )
+                rounds.setdefault(f"{label} {tx}", []).append(result.summary())
+    out: dict[str, Any] = {"rounds": rounds}
+    for tx in ("iti38", "iti39"):
+        soap = median([r["rps"] for r in rounds[f"soap-edge {tx}"]])
+        bare = median([r["rps"] for r in rounds[f"bare-fastapi {tx}"]])
+        out[tx] = {
+            "soap_edge_rps": round(soap, 1),
+            "bare_rps": round(bare, 1),
+            "ratio": round(soap / bare, 3) if bare else 0.0,
+            "soap_edge_p50_ms": median([r["p50_ms"] for r in rounds[f"soap-edge {tx}"]]),
+            "bare_p50_ms": median([r["p50_ms"] for r in rounds[f"bare-fastapi {tx}"]]),
+            "response_bytes": rounds[f"soap-edge {tx}"][0]["response_bytes"],
+            "soap_edge_cpu_percent": median(
+                [r["server_cpu_percent"] for r in rounds[f"soap-edge {tx}"]]
+            ),
+            "bare_cpu_percent": median(
+                [r["server_cpu_percent"] for r in rounds[f"bare-fastapi {tx}"]]
+            ),
+        }
+    return out
+
+
+async def cold_latency(stack: Stack, samples: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(stack.redis_url)
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=60) as http:
+        for pds_cache in (False, True):
+            variant = "pds cache dropped too" if pds_cache else "adapter caches warm"
+            for nhs in COLD_PATIENTS:
+                cx = f"{nhs}^^^&{NHS_NUMBER_OID}&ISO"
+                times: list[float] = []
+                before = sandbox_requests(stack)
+                for _ in range(samples):
+                    body = soap_bytes("iti38", find_documents(cx), stack.soap_edge_url)
+                    forget(client, nhs, pds_cache=pds_cache)
+                    start = time.perf_counter()
+                    resp = await http.post(
+                        f"{stack.soap_edge_url}/iti38",
+                        content=body,
+                        headers={"content-type": SOAP_CT},
+                    )
+                    times.append((time.perf_counter() - start) * 1000)
+                    if not documents_in(parse_reply(resp)):
+                        raise SystemExit(f"cold ITI-38 for {nhs} failed: {resp.text[:400]}")
+                after = sandbox_requests(stack)
+                times.sort()
+                out.setdefault(variant, {})[nhs] = {
+                    "samples": samples,
+                    "p50_ms": round(statistics.median(times), 1),
+                    "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
+                    "min_ms": round(times[0], 1),
+                    "max_ms": round(times[-1], 1),
+                    "gpconnect_requests_per_miss": (after["gpconnect"] - before["gpconnect"])
+                    / samples,
+                    "pds_requests_per_miss": (after["pds"] - before["pds"]) / samples,
+                }
+    client.close()
+    return out
+
+
+async def single_flight(stack: Stack, concurrency: int, repeats: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(stack.redis_url)
+    cx = f"{SINGLE_FLIGHT_PATIENT}^^^&{NHS_NUMBER_OID}&ISO"
+    runs = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for _ in range(repeats):
+            bodies = [
+                soap_bytes("iti38", find_documents(cx), stack.soap_edge_url)
+                for _ in range(concurrency)
+            ]
+            forget(client, SINGLE_FLIGHT_PATIENT, pds_cache=True)
+            before = sandbox_requests(stack)
+            start = time.perf_counter()
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{stack.soap_edge_url}/iti38",
+                        content=b,
+                        headers={"content-type": SOAP_CT},
+                    )
+                    for b in bodies
+                )
+            )
+            elapsed = (time.perf_counter() - start) * 1000
+            after = sandbox_requests(stack)
+            entries = {d.entry_uuid for r in responses for d in documents_in(parse_reply(r))}
+            runs.append(
+                {
+                    "concurrent_requests": concurrency,
+                    "all_success": all(r.status_code == 200 for r in responses)
+                    and len(entries) == 1,
+                    "distinct_entry_uuids": len(entries),
+                    "gpconnect_requests": after["gpconnect"] - before["gpconnect"],
+                    "pds_requests": after["pds"] - before["pds"],
+                    "wall_ms": round(elapsed, 1),
+                }
+            )
+    client.close()
+    return {
+        "runs": runs,
+        "fetched_once_every_time": all(r["gpconnect_requests"] == 1 for r in runs),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin servers to CPU 0 and the load generator to CPU 1 (only on an otherwise idle box)",
+    )
+    parser.add_argument("--cold-samples", type=int, default=15)
+    parser.add_argument("--single-flight", type=int, default=10)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "throughput.json"
+    )
+    parser.add_argument(
+        "--tcp-nodelay-fix",
+        action="store_true",
+        help="run soap-edge and the sandbox through nodelay_shim.py (the recommended fix)",
+    )
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.port, args.payload_dir)
+        return 0
+
+    report: dict[str, Any] = {"machine_before": machine(), "command": " ".join(sys.argv)}
+    workdir = Path(tempfile.mkdtemp(prefix="xcagw-bench-"))
+    stack = BenchStack(workdir=workdir, free_ports=True, echo=False, overrides=stack_overrides())
+    stack.nodelay_fix = args.tcp_nodelay_fix
+    report["tcp_nodelay_fix"] = args.tcp_nodelay_fix
+    bare: subprocess.Popen[bytes] | None = None
+    try:
+        stack.start(timeout=240)
+        soap_pid = stack.components["soap-edge"].process.pid  # type: ignore[union-attr]
+        memory: dict[str, Any] = {"soap_edge_idle": rss_mb(soap_pid)}
+
+        # Warm: one stored document, its retrieve; capture the answers for the bare baseline.
+        base = stack.soap_edge_url
+        cx = f"{HOT_PATIENT}^^^&{NHS_NUMBER_OID}&ISO"
+        first = httpx.post(
+            f"{base}/iti38",
+            content=soap_bytes("iti38", find_documents(cx), base),
+            headers={"content-type": SOAP_CT},
+            timeout=120,
+        )
+        docs = [d for d in documents_in(parse_reply(first)) if d.unique_id]
+        if not docs:
+            raise SystemExit(f"warm-up ITI-38 failed: {first.text[:500]}")
+        bodies = {
+            "iti38": [soap_bytes("iti38", find_documents(cx), base) for _ in range(64)],
+            "iti39": [soap_bytes("iti39", retrieve(docs[:1]), base) for _ in range(64)],
+        }
+        payload_dir = workdir / "bare"
+        payload_dir.mkdir()
+        meta = {}
+        for tx in ("iti38", "iti39"):
+            resp = httpx.post(
+                f"{base}/{tx}",
+                content=bodies[tx][0],
+                headers={"content-type": SOAP_CT},
+                timeout=60,
+            )
+            (payload_dir / f"{tx}.bin").write_bytes(resp.content)
+            meta[tx] = resp.headers["content-type"]
+        (payload_dir / "meta.json").write_text(json.dumps(meta))
+        memory["soap_edge_warm"] = rss_mb(soap_pid)
+
+        bare_port = free_port()
+        bare = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
+            [
+                sys.executable,
+                __file__,
+                "--serve-bare",
+                "--port",
+                str(bare_port),
+                "--payload-dir",
+                str(payload_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(bare_port, timeout=60)
+        pinned = args.pin and pin(soap_pid, {0}) and pin(bare.pid, {0}) and pin(os.getpid(), {1})
+        report["pinned"] = pinned
+        memory["bare_fastapi_idle"] = rss_mb(bare.pid)
+
+        report["throughput"] = throughput(stack, bare_port, bare.pid, bodies, args)
+        memory["soap_edge_after_load"] = rss_mb(soap_pid)
+        memory["bare_fastapi_after_load"] = rss_mb(bare.pid)
+        if pinned:
+            os.sched_setaffinity(os.getpid(), set(range(os.cpu_count() or 1)))
+            os.sched_setaffinity(soap_pid, set(range(os.cpu_count() or 1)))
+
+        report["cold_iti38"] = asyncio.run(cold_latency(stack, args.cold_samples))
+        report["single_flight"] = asyncio.run(single_flight(stack, args.single_flight, 3))
+        memory["soap_edge_end"] = rss_mb(soap_pid)
+        report["memory"] = memory
+        report["machine_after"] = machine()
+    finally:
+        if bare is not None:
+            bare.terminate()
+            bare.wait(10)
+        stack.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
