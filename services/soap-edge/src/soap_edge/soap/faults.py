@@ -121,6 +121,7 @@ def not_understood_headers(fault: SoapFault) -> list[etree._Element]:
 def upgrade_header() -> etree._Element:
     """SOAP 1.2 Part 1 §5.4.7: a VersionMismatch fault lists the envelope versions we support."""
     up = etree.Element(q(SOAP12, "Upgrade"), nsmap={"env": SOAP12})
-    supported = etree.SubElement(up, q(SOAP12, "SupportedEnvelope"), nsmap={"ns1": SOAP12})
-    supported.set("qname", "ns1:Envelope")
+    supported = etree.SubElement(up, q(SOAP12, "SupportedEnvelope"))
+    # The QName's prefix must be in scope: `env` is declared on Upgrade (and the Envelope).
+    supported.set("qname", "env:Envelope")
     return up
