@@ -13,10 +13,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version as _dist_version
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 from opentelemetry import trace
@@ -110,6 +113,12 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/iti38": ("ITI-38", "ITI-18"),
     "/iti39": ("ITI-39", "ITI-43"),
     "/xca": tuple(ROUTES),
+}
+_ENDPOINT_DOCS = {
+    "/iti47": "ITI-47 PDQv3 query, continuation and cancel",
+    "/iti55": "ITI-55 XCPD Cross Gateway Patient Discovery",
+    "/iti38": "ITI-38 Cross Gateway Query",
+    "/iti39": "ITI-39 Cross Gateway Retrieve, MTOM response",
 }
 _WSDL_OPERATIONS: dict[str, list[str]] = {
     "/iti47": ["ITI-47", "ITI-47-continue", "ITI-47-cancel"],
@@ -552,23 +561,116 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-def _internal_routes(target: FastAPI, main: FastAPI) -> None:
-    """/health/live, /health/ready and /metrics of the `main` app, served by `target`."""
+_WSDL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "WSDL 1.1.", "content": {"text/xml": {"schema": {"type": "string"}}}},
+    405: {
+        "description": "SOAP Sender fault: GET without ?wsdl.",
+        "content": {"application/soap+xml": {"schema": {"type": "string", "format": "xml"}}},
+    },
+}
+_JSON_STATUS = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string"},
+                "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            },
+            "required": ["status"],
+        }
+    }
+}
+_SOAP_ENVELOPE = {"application/soap+xml": {"schema": {"type": "string", "format": "xml"}}}
+_SOAP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "SOAP 1.2 response; business errors (RegistryError, HL7 AE/NF) are here "
+        "too. ITI-39 answers multipart/related (MTOM/XOP).",
+        "content": {
+            **_SOAP_ENVELOPE,
+            "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    202: {"description": "Accepted: the response goes to the allow-listed wsa:ReplyTo."},
+    400: {
+        "description": "SOAP Sender fault (addressing, security, malformed message).",
+        "content": _SOAP_ENVELOPE,
+    },
+    413: {"description": "SOAP Sender fault: body over the size cap.", "content": _SOAP_ENVELOPE},
+    415: {"description": "SOAP Sender fault: not SOAP 1.2 or MTOM.", "content": _SOAP_ENVELOPE},
+    429: {
+        "description": "SOAP Receiver fault: partner rate limit; see Retry-After.",
+        "content": _SOAP_ENVELOPE,
+    },
+    500: {
+        "description": "SOAP Receiver, VersionMismatch or MustUnderstand fault.",
+        "content": _SOAP_ENVELOPE,
+    },
+}
 
-    @target.get("/health/live", include_in_schema=False)
+
+def _internal_routes(target: FastAPI, main: FastAPI) -> None:
+    """/health/live, /health/ready, /metrics and /openapi.json of `main`, served by `target`."""
+
+    @target.get(
+        "/health/live",
+        summary="Liveness (no I/O)",
+        responses={200: {"description": "The process is up.", "content": _JSON_STATUS}},
+        tags=["operations"],
+    )
     async def live() -> JSONResponse:
         return JSONResponse({"status": "live"})
 
-    @target.get("/health/ready", include_in_schema=False)
+    @target.get(
+        "/health/ready",
+        summary="Readiness: Redis ping and gRPC health of the four backends",
+        responses={
+            200: {"description": "Ready to serve partners.", "content": _JSON_STATUS},
+            503: {"description": "A dependency is down.", "content": _JSON_STATUS},
+        },
+        tags=["operations"],
+    )
     async def ready() -> JSONResponse:
         ok, checks = await _ready(main)
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
         )
 
-    @target.get("/metrics", include_in_schema=False)
+    @target.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        tags=["operations"],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    @target.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(openapi_document(main))
+
+
+def openapi_document(main: FastAPI) -> dict[str, Any]:
+    """OpenAPI 3 description of soap-edge's HTTP surface (SOAP endpoints, WSDL, operations)."""
+    cached: dict[str, Any] | None = getattr(main.state, "openapi_document", None)
+    if cached is None:
+        cached = get_openapi(
+            title="soap-edge",
+            version=_dist_version("xcagw-soap-edge"),
+            description=(
+                "IHE XCA/XCPD/PDQv3 responding gateway. SOAP 1.2 endpoints (plain or MTOM) per "
+                "transaction and /xca dispatching by wsa:Action; GET <endpoint>?wsdl; health and "
+                "metrics (on the management listener when one is configured)."
+            ),
+            routes=main.routes,
+        )
+        main.state.openapi_document = cached
+    return cached
 
 
 def create_management_app(main: FastAPI) -> FastAPI:
@@ -591,7 +693,17 @@ def create_app(settings: Settings) -> FastAPI:
         async def endpoint(request: Request) -> Response:
             return await dispatcher.handle(request, path)
 
-        app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            summary=f"SOAP 1.2 request ({_ENDPOINT_DOCS.get(path, 'dispatch by wsa:Action')})",
+            openapi_extra={"requestBody": {"required": True, "content": _SOAP_ENVELOPE}},
+            responses=_SOAP_RESPONSES,
+            response_class=Response,
+            tags=["partners"],
+            operation_id=f"soap_{path.strip('/')}",
+        )
 
         async def wsdl(request: Request) -> Response:
             if "wsdl" not in {k.lower() for k in request.query_params}:
@@ -602,7 +714,16 @@ def create_app(settings: Settings) -> FastAPI:
             body = build_wsdl(path.strip("/").upper(), _WSDL_OPERATIONS[path], address)
             return Response(body, 200, headers={"content-type": "text/xml; charset=UTF-8"})
 
-        app.add_api_route(path, wsdl, methods=["GET"], include_in_schema=False)
+        app.add_api_route(
+            path,
+            wsdl,
+            methods=["GET"],
+            summary="WSDL of this endpoint (query parameter `wsdl`), with our address",
+            response_class=Response,
+            responses=_WSDL_RESPONSES,
+            tags=["partners"],
+            operation_id=f"wsdl_{path.strip('/')}",
+        )
 
     for path in ENDPOINTS:
         soap_post(path)

@@ -49,7 +49,7 @@ class HardeningConfig:
     max_header_bytes: int = 16 * 1024
     max_headers: int = 64
     cors_origins: frozenset[str] = frozenset()
-    internal_paths: tuple[str, ...] = ("/health", "/metrics")
+    internal_paths: tuple[str, ...] = ("/health", "/metrics", "/openapi.json")
     internal_allowed: Callable[[Scope], bool] = field(default=_always_internal)
 
 
