@@ -129,14 +129,6 @@ async def test_gpconnect_latency_past_the_deadline_is_a_clean_unavailable_commun
     assert upstream_requests(faulty)["gpconnect"] - before["gpconnect"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "soap_edge.documents.current_or_generate: requests waiting on another request's "
-        "generation lock start their own generation when it fails, one after another, without "
-        "regard to the partner's deadline (N waiters -> N x 9 s and N GP Connect calls)"
-    ),
-)
 async def test_concurrent_identical_misses_share_one_failed_fetch(faulty: Stack) -> None:
     """Single-flight must hold on failure too: waiters get the same failure, in time."""
     nhs = "9000000009"

@@ -140,6 +140,14 @@ class Settings(BaseServiceSettings):
     ceid_mapping_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     continuation_ttl_seconds: int = Field(default=600, ge=10)
+    generation_failure_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "How long a failed record build is remembered, so concurrent identical requests "
+            "share its failure instead of each calling GP Connect again."
+        ),
+    )
     generation_lock_seconds: float = Field(
         default=45.0, gt=0, description="How long one request may hold a patient's generation lock."
     )

@@ -149,17 +149,33 @@ class DocumentService:
                     existing = await self.store.current_document(nhs_number)
                     if existing is not None:
                         return existing
-                    return await self._generate(ctx, nhs_number, patient)
+                    try:
+                        doc = await self._generate(ctx, nhs_number, patient)
+                    except BackendFailure as failure:
+                        # Waiters share this outcome rather than each retrying GP Connect
+                        # serially, past their partners' deadlines.
+                        await self.store.record_generation_failure(
+                            nhs_number, f"{failure.service}|{failure.kind.value}"
+                        )
+                        raise
+                    await self.store.clear_generation_failure(nhs_number)
+                    return doc
                 finally:
                     await self.store.release_generation_lock(nhs_number, token)
             # Someone else is generating: wait for their result instead of calling GP Connect again.
+            waited = False
             while await self.store.generation_locked(nhs_number):
+                waited = True
                 if time.monotonic() > deadline:
                     raise BackendFailure("soap-edge", FailureKind.BUSY)
                 await asyncio.sleep(_POLL_SECONDS)
             existing = await self.store.current_document(nhs_number)
             if existing is not None:
                 return existing
+            failed = await self.store.generation_failure(nhs_number) if waited else None
+            if failed is not None:
+                service, _, kind = failed.partition("|")
+                raise BackendFailure(service, FailureKind(kind))
             if time.monotonic() > deadline:
                 raise BackendFailure("soap-edge", FailureKind.BUSY)
 

@@ -14,6 +14,9 @@ All keys start with `xcagw:soap-edge:`. Values written by this module only.
   uniqueId of the on-demand DocumentEntry.
 - `lock:generate:{nhs}` (string, TTL generation_lock_seconds (45 s)):
   owner token while one request builds the patient's document.
+- `failed:generate:{nhs}` (string, TTL generation_failure_seconds (10 s)):
+  `service|FailureKind` of the build that just failed, so requests that waited on it share the
+  outcome instead of each calling GP Connect again.
 - `ceid:{domain}:{id}` (string, TTL ceid_mapping_ttl_seconds (30 d)):
   NHS number for a CEID (e.g. an Epic Care Everywhere id).
 - `nhs-ceid:{nhs}:{domain}` (string, TTL ceid_mapping_ttl_seconds):
@@ -186,6 +189,19 @@ class Store:
 
     async def release_generation_lock(self, nhs_number: str, token: str) -> None:
         await self.redis.eval(_RELEASE, 1, key("lock", "generate", nhs_number), token)
+
+    async def record_generation_failure(self, nhs_number: str, kind: str) -> None:
+        await self.redis.set(
+            key("failed", "generate", nhs_number),
+            kind,
+            px=int(self.settings.generation_failure_seconds * 1000),
+        )
+
+    async def generation_failure(self, nhs_number: str) -> str | None:
+        return _text(await self.redis.get(key("failed", "generate", nhs_number)))
+
+    async def clear_generation_failure(self, nhs_number: str) -> None:
+        await self.redis.delete(key("failed", "generate", nhs_number))
 
     # CEID <-> NHS number ----------------------------------------------------------------------
     async def save_ceid_mapping(self, domain: str, ceid: str, nhs_number: str) -> None:
