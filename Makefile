@@ -36,16 +36,17 @@ fmt: install ## Format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: install ## ruff, ruff format --check, bandit
+lint: install ## ruff, ruff format --check, bandit, secret scan, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -c pyproject.toml -r $(SRC_DIRS)
 	$(BIN)/python scripts/secret_scan.py $$(git ls-files)
+	$(BIN)/mypy $(SRC_DIRS)
 
 typecheck: install ## mypy --strict on libs and services/*/src
 	$(BIN)/mypy $(SRC_DIRS)
 
-check: lint typecheck proto-check ## Lint, types and contracts
+check: lint proto-check ## Lint (incl. types) and contracts
 
 unit: install ## Unit and component tests (no whole-stack e2e)
 	$(BIN)/pytest -m "not e2e" -q
