@@ -56,6 +56,13 @@ async def test_valid_assertion_gets_an_opaque_token(
     assert pds.status_code == 200
 
 
+class _SECONDS_FROM_NOW:  # noqa: N801 - reads as a value in the parameter table
+    """An `exp` relative to when the test runs."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
 @pytest.mark.parametrize(
     ("claims", "drop", "header", "expected"),
     [
@@ -75,13 +82,13 @@ async def test_valid_assertion_gets_an_opaque_token(
         ({}, ("exp",), None, (400, "Missing exp claim in JWT")),
         ({"exp": "invalid"}, (), None, (400, "Failed to decode JWT")),
         (
-            {"exp": int(time.time()) - 20},
+            {"exp": _SECONDS_FROM_NOW(-20)},
             (),
             None,
             (400, "Invalid exp claim in JWT - JWT has expired"),
         ),
         (
-            {"exp": int(time.time()) + 360},
+            {"exp": _SECONDS_FROM_NOW(360)},
             (),
             None,
             (400, "Invalid exp claim in JWT - more than 5 minutes in future"),
@@ -98,6 +105,11 @@ async def test_claim_and_header_errors(
     header: dict[str, Any] | None,
     expected: tuple[int, str],
 ) -> None:
+    # Relative times are resolved now, not at collection: the suite may run minutes later.
+    claims = {
+        k: int(time.time()) + v.offset if isinstance(v, _SECONDS_FROM_NOW) else v
+        for k, v in claims.items()
+    }
     assertion = sign_assertion(keys.signing, claims=claims, drop=drop, header=header)
     resp = await client.post("/oauth2/token", data=token_form(assertion))
     status, error, description = _error(resp)
