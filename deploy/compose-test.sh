@@ -12,7 +12,9 @@
 #      waits for every healthcheck, runs tests-e2e against E2E_SOAP_EDGE_URL and any extra
 #      pytest selection given in COMPOSE_TEST_PYTEST (with DOCKER_HOST/testcontainers settings
 #      exported, so Redis integration tests can start containers through podman);
-#   6. tears everything down (containers, volumes, the API service) even on failure.
+#   6. runs the Redis integration tests again with Redis started by testcontainers through that
+#      socket (XCAGW_TEST_REDIS=container);
+#   7. tears everything down (containers, volumes, the API service) even on failure.
 # Base images and downloaded wheels are cached in $COMPOSE_TEST_DIR/cache between runs.
 #
 # It exits 0 with "compose-test: SKIPPED ..." only where podman cannot be installed or run.
@@ -235,4 +237,25 @@ say "all healthy; SOAP edge on http://127.0.0.1:$edge_port"
 
 export E2E_SOAP_EDGE_URL="http://127.0.0.1:$edge_port"
 .venv/bin/pytest -q -m e2e tests-e2e ${COMPOSE_TEST_PYTEST:-}
+
+# ---- 6. Redis integration tests on a containerised Redis ----------------------------------------
+# Issue #10: in this run the Redis integration tests start Redis through testcontainers and
+# podman's Docker API (elsewhere the same fixtures start a local redis-server); see
+# libs/common/src/xcagw_common/testing_container.py. The outage tests kill and restart the container.
+redis_tests=(
+  libs/common/tests/test_common_testing_container.py
+  services/soap-edge/tests/test_soap_edge_iti38.py
+  services/soap-edge/tests/test_soap_edge_iti39.py
+  services/soap-edge/tests/test_soap_edge_iti47.py
+  services/soap-edge/tests/test_soap_edge_runtime.py
+  services/soap-edge/tests/test_security_ratelimit.py
+  services/pds-adapter/tests/test_pds_component.py
+  services/token-service/tests/test_token_rotation.py
+)
+# COMPOSE_TEST_REDIS_TESTS (space separated) replaces the selection.
+[ -n "${COMPOSE_TEST_REDIS_TESTS:-}" ] && read -ra redis_tests <<<"$COMPOSE_TEST_REDIS_TESTS"
+say "Redis integration tests with Redis in a container (testcontainers -> podman)"
+unset E2E_SOAP_EDGE_URL
+XCAGW_TEST_REDIS=container XCAGW_TEST_REDIS_IMAGE="$redis_image" \
+  .venv/bin/pytest -q -p no:cacheprovider --import-mode=importlib "${redis_tests[@]}"
 say "passed"

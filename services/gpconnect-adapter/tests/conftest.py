@@ -32,7 +32,7 @@ from gpc_testkit import (  # noqa: E402
     run_adapter,
 )
 
-from xcagw_common.testing import RedisServer  # noqa: E402
+from xcagw_common.testing_container import TestRedis, redis_for_tests  # noqa: E402
 from xcagw_devstack.sandbox.app import create_app as create_sandbox_app  # noqa: E402
 from xcagw_devstack.sandbox.config import SandboxSettings  # noqa: E402
 
@@ -62,8 +62,8 @@ def ports() -> Ports:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+def redis_server() -> Iterator[TestRedis]:
+    with redis_for_tests() as server:
         yield server
 
 
@@ -96,7 +96,7 @@ def sandbox(sandbox_server: Sandbox) -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="session")
 def dependencies(
-    ports: Ports, redis_server: RedisServer, sandbox_server: Sandbox, workdir: Path
+    ports: Ports, redis_server: TestRedis, sandbox_server: Sandbox, workdir: Path
 ) -> Iterator[Dependencies]:
     """token-service and pds-adapter, real, talking to the sandbox (Redis db 0)."""
     redis_url = f"redis://127.0.0.1:{redis_server.port}/0"

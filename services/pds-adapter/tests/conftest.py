@@ -30,7 +30,7 @@ from pds_adapter.config import Settings
 from xcagw.pds.v1 import pds_adapter_pb2_grpc
 from xcagw_common.grpc_client import check_health
 from xcagw_common.grpc_server import GrpcApp, serve
-from xcagw_common.testing import RedisServer
+from xcagw_common.testing_container import TestRedis, redis_for_tests
 
 STARTUP_TIMEOUT = 30.0
 
@@ -79,8 +79,8 @@ async def _wait_serving(addr: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+def redis_server() -> Iterator[TestRedis]:
+    with redis_for_tests() as server:
         yield server
 
 
@@ -138,7 +138,7 @@ class Stack:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: TestRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     token_app_module = pytest.importorskip(
         "token_service.app", reason="token-service is not importable"

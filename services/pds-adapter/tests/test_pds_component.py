@@ -141,6 +141,32 @@ async def test_restricted_patient_is_flagged_without_location_and_not_cached(
         await client.aclose()
 
 
+async def test_concurrent_misses_for_one_patient_share_one_pds_request(
+    adapter: Adapter, sandbox: Sandbox
+) -> None:
+    responses = await asyncio.gather(
+        *(adapter.stub.GetPatient(get("9000000009"), timeout=10) for _ in range(10))
+    )
+    assert {r.patient.nhs_number for r in responses} == {"9000000009"}
+    assert len({r.fhir_json for r in responses}) == 1
+    assert await sandbox.pds_requests() == 1
+    # Once the shared read is over, the next miss reads PDS again (nothing stays in flight).
+    await adapter.stub.GetPatient(get("9000000017"), timeout=10)
+    assert await sandbox.pds_requests() == 2
+
+
+async def test_concurrent_misses_share_the_failure_too(adapter: Adapter, sandbox: Sandbox) -> None:
+    results = await asyncio.gather(
+        *(adapter.stub.GetPatient(get("9111231130"), timeout=10) for _ in range(5)),
+        return_exceptions=True,
+    )
+    for result in results:
+        assert isinstance(result, grpc.aio.AioRpcError), result
+        assert result.code() == grpc.StatusCode.NOT_FOUND
+        assert error_reason(result) == "PATIENT_NOT_FOUND"
+    assert await sandbox.pds_requests() == 1
+
+
 async def test_superseded_number_returns_the_current_record_and_both_numbers(
     adapter: Adapter,
 ) -> None:

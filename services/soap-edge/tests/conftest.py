@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from xcagw_common.testing import RedisServer
+from xcagw_common.testing_container import TestRedis, redis_for_tests
 
 # Test modules import the kit by name; --import-mode=importlib does not add this folder itself.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,8 +30,8 @@ from soap_edge.config import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+def redis_server() -> Iterator[TestRedis]:
+    with redis_for_tests() as server:
         yield server
 
 
@@ -48,7 +48,7 @@ def conformance() -> Conformance:
 
 
 @pytest.fixture
-def clean(redis_server: RedisServer, fakes: FakeBackends) -> None:
+def clean(redis_server: TestRedis, fakes: FakeBackends) -> None:
     redis.Redis(port=redis_server.port).flushall()
     fakes.reset()
 
@@ -79,7 +79,7 @@ def make_settings(redis_url: str, fakes: FakeBackends, **overrides: Any) -> Sett
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, fakes: FakeBackends, clean: None) -> Settings:
+def settings(redis_server: TestRedis, fakes: FakeBackends, clean: None) -> Settings:
     return make_settings(redis_server.url, fakes)
 
 

@@ -34,7 +34,8 @@ from token_service.keys import generate_private_key, private_key_pem
 from xcagw.token.v1 import token_service_pb2_grpc
 from xcagw_common.grpc_client import check_health
 from xcagw_common.grpc_server import GrpcApp, serve
-from xcagw_common.testing import RedisServer, free_port
+from xcagw_common.testing import free_port
+from xcagw_common.testing_container import TestRedis, redis_for_tests
 
 API_KEY = "test-api-key-0123456789"
 
@@ -217,13 +218,13 @@ async def run_uvicorn(app_for_port: Callable[[int], Any]) -> AsyncIterator[int]:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+def redis_server() -> Iterator[TestRedis]:
+    with redis_for_tests() as server:
         yield server
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
+def redis_url(redis_server: TestRedis) -> str:
     client = redis.Redis.from_url(redis_server.url)
     try:
         client.flushall()

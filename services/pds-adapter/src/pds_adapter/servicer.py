@@ -50,6 +50,7 @@ SearchPatients returns zero or one patient (an empty result is OK, not NOT_FOUND
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +106,11 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
         self._cache = cache
         self._deadline_seconds = deadline_seconds
         self._search_max_results = search_max_results
+        # Single-flight for reads that miss the cache: concurrent GetPatient calls for the same
+        # NHS number share one PDS request. PDS application-restricted access has a small
+        # per-application rate limit (nhs-apis.md: 5 requests/s by default), and a partner's
+        # ITI-55 + ITI-38 burst for one patient otherwise spends several slots on one record.
+        self._inflight: dict[str, asyncio.Task[pds_adapter_pb2.GetPatientResponse]] = {}
 
     def _deadline(self, context: _Context) -> Deadline:
         return Deadline.after(self._deadline_seconds).earliest(context.time_remaining())
@@ -169,11 +175,36 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
                 if not patient.restricted:
                     return pds_adapter_pb2.GetPatientResponse(patient=patient, fhir_json=cached)
 
+        task = self._inflight.get(nhs_number)
+        if task is None:
+            # The first caller's deadline and request context drive the shared read; the task
+            # runs on even if that caller goes away, so the others still get its answer.
+            task = asyncio.create_task(
+                self._read_patient(nhs_number, request.context, self._deadline(context))
+            )
+            self._inflight[nhs_number] = task
+            task.add_done_callback(lambda done: self._read_finished(nhs_number, done))
+        return await asyncio.shield(task)
+
+    def _read_finished(
+        self, nhs_number: str, task: asyncio.Task[pds_adapter_pb2.GetPatientResponse]
+    ) -> None:
+        if self._inflight.get(nhs_number) is task:
+            del self._inflight[nhs_number]
+        if not task.cancelled():
+            # Retrieve the outcome here too: every waiter may have gone, and an unretrieved
+            # exception would be logged by asyncio as a spurious "never retrieved" error.
+            task.exception()
+
+    async def _read_patient(
+        self, nhs_number: str, request_context: common_pb2.RequestContext, deadline: Deadline
+    ) -> pds_adapter_pb2.GetPatientResponse:
+        patient_ref = pseudonymise(nhs_number)
         response = await self._client.read(
             f"Patient/{nhs_number}",
             (),
-            context=request.context,
-            deadline=self._deadline(context),
+            context=request_context,
+            deadline=deadline,
             url_template="/Patient/{id}",
         )
         body = self._success_body(response)
