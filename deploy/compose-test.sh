@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make compose-test`: the real containers, end to end, without Docker or an image registry.
 #
-#   1. installs podman + runc + docker-compose (v1) + debootstrap from Debian when missing (root);
+#   1. installs podman + runc + docker-compose (v1) + debootstrap + iptables (netavark programs the
+#      container network with it) from Debian when missing (root);
 #   2. runs podman with its own state under $COMPOSE_TEST_DIR and serves the Docker API on a
 #      socket there (architecture notes §8.1: runc, cgroupfs, explicit ulimits);
 #   3. builds the base images locally: a Debian bookworm Python 3.11 root filesystem (debootstrap,
@@ -33,8 +34,8 @@ skip() { say "SKIPPED: $*"; exit 0; }
 
 # ---- 1. tools ----------------------------------------------------------------------------------
 need=()
-for bin in podman runc docker-compose debootstrap redis-server netavark aardvark-dns; do
-  command -v "$bin" >/dev/null || [ -x "/usr/lib/podman/$bin" ] || need+=("$bin")
+for bin in podman runc docker-compose debootstrap redis-server netavark aardvark-dns iptables; do
+  command -v "$bin" >/dev/null || [ -x "/usr/lib/podman/$bin" ] || [ -x "/usr/sbin/$bin" ] || need+=("$bin")
 done
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
