@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer as AioHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from xcagw_common.metrics import MetricsInterceptor, observe_certificate, start_metrics_server
+from xcagw_common.redis import ping
 from xcagw_common.settings import BaseServiceSettings
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,6 @@ async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> Non
 
 
 async def ping_redis(client: Any) -> None:
-    """Readiness check helper: raises when Redis does not answer PING."""
-    if not await client.ping():
+    """Readiness check helper: raises when Redis (every master of a cluster) does not answer."""
+    if not await ping(client):
         raise ConnectionError("redis ping failed")

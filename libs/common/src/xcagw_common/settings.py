@@ -36,7 +36,10 @@ class BaseServiceSettings(BaseSettings):
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
-        description="Redis URL (shared by every service; may hold a password, so secret).",
+        description=(
+            "Redis URL (shared by every service; may hold a password, so secret); "
+            "redis+cluster://h1:p1,h2:p2 for a Redis Cluster."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         default=5.0, description="Seconds in-flight RPCs get to finish after SIGTERM."

@@ -1,4 +1,4 @@
-"""Test helpers: a real redis-server on a free port, free ports, waiting for readiness."""
+"""Test helpers: a real redis-server or Redis Cluster on free ports, waiting for readiness."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import redis
 
 
 def free_port() -> int:
@@ -87,6 +90,247 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, Redis Cluster specification) is free too.
+
+    Fixed offset rather than `--cluster-port`, which only Redis 7 has.
+    """
+    for _ in range(500):
+        port = free_port()
+        if port <= 55535 and _port_is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class ClusterUnavailable(RuntimeError):
+    """redis-server could not run in cluster mode here (fixtures skip with this reason)."""
+
+
+class RedisCluster:
+    """A real Redis Cluster of `masters` redis-server processes on free ports (context manager).
+
+    Each node runs with `--cluster-enabled yes` and its own cluster-config-file in a temporary
+    directory. The slots are split evenly with CLUSTER ADDSLOTSRANGE, the nodes introduced with
+    CLUSTER MEET, and `start()` returns once every node reports `cluster_state:ok` and knows
+    every other node. No replicas: tests need routing and redirections, not failover.
+
+    `url` is the `redis+cluster://` URL `xcagw_common.redis.create_redis` understands.
+    `move_slot` migrates a slot with its keys to another master (the online resharding of the
+    Redis Cluster specification), so clients holding the old slot map get MOVED.
+    """
+
+    SLOTS = 16384
+
+    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 5000) -> None:
+        if masters < 1:
+            raise ValueError("a cluster needs at least one master")
+        self.ports = [_cluster_port() for _ in range(masters)]
+        self.node_timeout_ms = node_timeout_ms
+        self._dir = Path(tempfile.mkdtemp(prefix="xcagw-redis-cluster-"))
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+cluster://{hosts}"
+
+    def command(self, port: int, *args: str | int) -> Any:
+        """Run one command on one node with a plain (non-cluster) client: administration."""
+        node = redis.Redis(port=port, decode_responses=True, socket_timeout=5.0)
+        try:
+            return node.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            node.close()
+
+    def start(self) -> RedisCluster:
+        try:
+            for port in self.ports:
+                self._start_node(port)
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self._dir / str(port)
+        node_dir.mkdir()
+        log_file = node_dir / "redis.log"
+        args = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(node_dir),
+            "--logfile", str(log_file),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(node_dir / "nodes.conf"),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-announce-ip", "127.0.0.1",
+        ]  # fmt: skip
+        # Options redis-server refuses are reported on stderr, before the log file is opened.
+        with (node_dir / "stderr.log").open("wb") as stderr:
+            process = subprocess.Popen(  # nosec B603 # noqa: S603 - fixed arguments
+                args, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        self.processes[port] = process
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                # Builds without cluster support (or too old) refuse the option and exit.
+                output = [(node_dir / name) for name in ("stderr.log", "redis.log")]
+                text = " ".join(f.read_text(errors="replace") for f in output if f.exists())
+                tail = " ".join(text.split())[-300:]
+                raise ClusterUnavailable(f"redis-server exited in cluster mode: {tail}")
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.2)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"redis-server (cluster mode) not listening on {port}")
+
+    def _create(self) -> None:
+        count = len(self.ports)
+        try:
+            info = self.command(self.ports[0], "INFO", "cluster")
+        except redis.ResponseError as exc:
+            raise ClusterUnavailable(f"no cluster support: {exc}") from None
+        if str(info.get("cluster_enabled")) != "1":
+            raise ClusterUnavailable("redis-server ignored --cluster-enabled yes")
+        for index, port in enumerate(self.ports):
+            lo = index * self.SLOTS // count
+            hi = (index + 1) * self.SLOTS // count - 1
+            # Distinct config epochs up front, as `redis-cli --cluster create` does, so the
+            # nodes need not resolve epoch collisions before the cluster is stable.
+            self.command(port, "CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+            try:
+                self.command(port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            except redis.ResponseError:
+                # Redis < 7.0 has no ADDSLOTSRANGE.
+                self.command(port, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))
+        for port in self.ports[1:]:
+            self.command(self.ports[0], "CLUSTER", "MEET", "127.0.0.1", port)
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Block until every node sees all slots served and every other node."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(self._node_ok(port) for port in self.ports):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def _node_ok(self, port: int) -> bool:
+        try:
+            info = str(self.command(port, "CLUSTER", "INFO"))
+        except redis.RedisError:
+            return False
+        values = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return (
+            values.get("cluster_state") == "ok"
+            and values.get("cluster_known_nodes") == str(len(self.ports))
+            and values.get("cluster_slots_ok") == str(self.SLOTS)
+        )
+
+    def keyslot(self, key: str) -> int:
+        """The hash slot of `key`, as the server computes it (CLUSTER KEYSLOT)."""
+        return int(self.command(self.ports[0], "CLUSTER", "KEYSLOT", key))
+
+    def owner(self, slot: int, *, seen_by: int | None = None) -> int:
+        """Port of the master serving `slot`, according to node `seen_by` (default: the first)."""
+        for lo, hi, master, *_ in self.command(seen_by or self.ports[0], "CLUSTER", "SLOTS"):
+            if int(lo) <= slot <= int(hi):
+                return int(master[1])
+        raise LookupError(f"slot {slot} is not served")
+
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Migrate `slot` and its keys to the master on `to_port` (online resharding).
+
+        The steps of the Redis Cluster specification ("Cluster live reconfiguration"):
+        IMPORTING on the target, MIGRATING on the source, MIGRATE the keys, then SETSLOT NODE
+        on the target, the source and the other masters. Clients that cached the old owner are
+        answered MOVED and refresh their slot map.
+        """
+        from_port = self.owner(slot)
+        if from_port == to_port:
+            return
+        source_id = str(self.command(from_port, "CLUSTER", "MYID"))
+        target_id = str(self.command(to_port, "CLUSTER", "MYID"))
+        self.command(to_port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self.command(from_port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := self.command(from_port, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self.command(from_port, "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+        others = [p for p in self.ports if p not in (to_port, from_port)]
+        for port in (to_port, from_port, *others):
+            self.command(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        deadline = time.monotonic() + 15.0
+        while any(self.owner(slot, seen_by=port) != to_port for port in self.ports):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"slot {slot} did not move to {to_port}")
+            time.sleep(0.05)
+
+    def rehome(self, key: str) -> tuple[int, int]:
+        """Move the slot of `key` to the next master; (old port, new port)."""
+        slot = self.keyslot(key)
+        old = self.owner(slot)
+        new = self.ports[(self.ports.index(old) + 1) % len(self.ports)]
+        self.move_slot(slot, new)
+        return old, new
+
+    def moved_replies(self, port: int) -> int:
+        """How many MOVED redirections the node on `port` has answered (INFO errorstats)."""
+        stats = self.command(port, "INFO", "errorstats")
+        return int(stats.get("errorstat_MOVED", {}).get("count", 0))
+
+    def flushall(self) -> None:
+        """Empty every master (between tests)."""
+        for port in self.ports:
+            self.command(port, "FLUSHALL")
+
+    def kill(self, port: int) -> None:
+        """Kill one master (an outage; the cluster is not usable afterwards)."""
+        process = self.processes.get(port)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self.processes.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(

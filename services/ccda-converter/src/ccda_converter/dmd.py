@@ -142,7 +142,13 @@ class DmdEnricher:
         if self.redis is None:
             return {}
         try:
-            values = await self.redis.mget([CACHE_PREFIX + c for c in codes])
+            # GETs in one pipeline, not MGET: in a Redis Cluster the codes' keys are in
+            # different slots (CROSSSLOT for MGET); the cluster client splits the pipeline per
+            # node, and against one server it is one round trip like MGET.
+            pipe = self.redis.pipeline(transaction=False)
+            for code in codes:
+                pipe.get(CACHE_PREFIX + code)
+            values = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - a cache outage only costs lookups
             log.warning("dm+d cache unavailable: %s", type(exc).__name__)
             return {}

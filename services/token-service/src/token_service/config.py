@@ -27,9 +27,15 @@ def app_namespace(settings: Settings) -> str:
 
     Replicas of one deployment share it; deployments of other apps or environments sharing a
     Redis do not. The API key itself never appears in key names.
+
+    The digest is a Redis Cluster hash tag (`{...}`, issue #11): all keys of one application
+    (rotation state and its lock; token cache, its lock and flight failures) share one slot, so
+    a lock and the state it guards are always on the same master and a script may use several
+    of them. Before the tag the digest was bare; there is no deployed data to migrate.
     """
     app = f"{settings.api_key.get_secret_value()}\n{settings.token_url}"
-    return f"xcagw:token-service:{hashlib.sha256(app.encode()).hexdigest()[:16]}"
+    digest = hashlib.sha256(app.encode()).hexdigest()[:16]
+    return f"xcagw:token-service:{{{digest}}}"
 
 
 class Settings(BaseServiceSettings):
