@@ -157,6 +157,7 @@ if ! pm image exists "$base_image"; then
 fi
 
 if ! pm image exists "$redis_image"; then
+  # Protected mode off, as in the official image: clients reach it through the container network.
   say "building $redis_image from the host's redis-server"
   fs="$work/cache/redis-fs"
   rm -rf "$fs" && mkdir -p "$fs/usr/local/bin" "$fs/data" "$fs/tmp"
@@ -168,7 +169,7 @@ if ! pm image exists "$redis_image"; then
   done
   chmod 1777 "$fs/tmp" && chown 999:999 "$fs/data"
   tar -C "$fs" -c . | pm import -c 'ENV PATH=/usr/local/bin' -c 'WORKDIR /data' \
-    -c 'USER 999:999' -c 'CMD ["redis-server"]' - "$redis_image" >/dev/null
+    -c 'USER 999:999' -c 'CMD ["redis-server", "--protected-mode", "no"]' - "$redis_image" >/dev/null
 fi
 
 # ---- 4. service images --------------------------------------------------------------------------

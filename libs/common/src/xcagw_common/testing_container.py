@@ -69,7 +69,14 @@ class RedisContainerServer:
             # Imported here: only compose-test runs need testcontainers (and a container engine).
             from testcontainers.redis import RedisContainer  # noqa: PLC0415
 
-            container = RedisContainer(self.image).with_bind_ports(_REDIS_PORT, self.port)
+            # Explicit command: protected mode off (the port is published through the engine's
+            # NAT, so connections do not come from loopback), nothing persisted, as in the
+            # local-process fixture; works for the official image and for compose-test's own.
+            container = (
+                RedisContainer(self.image)
+                .with_bind_ports(_REDIS_PORT, self.port)
+                .with_command("redis-server --protected-mode no --save '' --appendonly no")
+            )
             container.start()
             self._container = container
         else:
