@@ -67,7 +67,7 @@ class RedisContainerServer:
     def start(self) -> RedisContainerServer:
         if self._container is None:
             # Imported here: only compose-test runs need testcontainers (and a container engine).
-            from testcontainers.redis import RedisContainer  # noqa: PLC0415
+            from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
 
             # Explicit command: protected mode off (the port is published through the engine's
             # NAT, so connections do not come from loopback), nothing persisted, as in the
