@@ -64,10 +64,13 @@ sandbox: install ## Run the NHS sandbox alone
 	$(BIN)/python -m xcagw_devstack sandbox
 
 bench: install ## Benchmarks: converter, SOAP parse/serialise, Redis store, throughput vs bare FastAPI, profile
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } \
+		|| echo "bench: wrk not installed: the Python load generator is used and caps the bare baseline"
 	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_soap.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_capacity.py
 	$(BIN)/python benchmarks/profile_soap_edge.py --pyinstrument
 
 fuzz: install ## Long soap-edge fuzz campaign (>= 100k inputs; atheris when installed)

@@ -1,10 +1,11 @@
 """soap-edge throughput, cold latency, single-flight and memory on a real local stack.
 
     .venv/bin/python benchmarks/bench_throughput.py [--seconds 8] [--rounds 3] [--concurrency 16]
+        [--client wrk|python]
 
 1. Cached ITI-38 and ITI-39 throughput on ONE soap-edge worker (the launcher's uvicorn process),
-   side by side with a bare FastAPI endpoint (same uvicorn, same config) that returns a payload
-   of the same size and content type, captured from soap-edge's own answer. The ratio
+   side by side with a bare FastAPI endpoint (same uvicorn configuration: uvloop, httptools)
+   that returns the payload captured from soap-edge's own answer, byte for byte (checked). The ratio
    soap-edge/bare is the target (>= 0.5). Rounds alternate soap-edge and bare so that drift in
    machine load hits both alike, and the median round is reported (--pin puts the servers on
    CPU 0 and the load generator on CPU 1; only useful on an otherwise idle machine).
@@ -36,6 +37,7 @@ from typing import Any
 
 import httpx
 import redis
+from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,11 +47,13 @@ from benchlib import (  # noqa: E402
     pin,
     rss_mb,
     run_load,
+    run_wrk,
     stack_overrides,
+    wrk_available,
 )
 
-from xcagw_common.testing import wait_for_port  # noqa: E402
-from xcagw_devstack.launcher import Stack, free_port  # noqa: E402
+from xcagw_common.testing import free_port, wait_for_port  # noqa: E402
+from xcagw_devstack.launcher import Stack  # noqa: E402
 from xcagw_devstack.partner import (  # noqa: E402
     ACTIONS,
     NHS_NUMBER_OID,
@@ -89,7 +93,6 @@ class BenchStack(Stack):
 def serve_bare(port: int, payload_dir: Path) -> None:
     """POST /iti38 and /iti39 answer the captured soap-edge payloads byte for byte."""
     import uvicorn
-    from fastapi import FastAPI, Request, Response
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     meta = json.loads((payload_dir / "meta.json").read_text())
@@ -112,9 +115,11 @@ def serve_bare(port: int, payload_dir: Path) -> None:
         access_log=False,
         lifespan="on",
         server_header=False,
+        # The server configuration soap-edge runs with (soap_edge/__main__.py): uvloop and
+        # httptools; uvicorn binds this socket itself (IPPROTO_TCP), so TCP_NODELAY is set.
+        loop="uvloop",
+        http="httptools",
     )
-    # uvicorn binds this socket itself (IPPROTO_TCP), so asyncio sets TCP_NODELAY: the baseline
-    # is what a correctly bound uvicorn server does.
     uvicorn.Server(config).run()
 
 
@@ -155,6 +160,7 @@ def throughput(
     bare_port: int,
     bare_pid: int,
     bodies: dict[str, list[bytes]],
+    expected: dict[str, bytes],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     soap_port = stack.ports["soap-edge"]
@@ -167,25 +173,42 @@ def throughput(
                 ("bare-fastapi", bare_port, bare_pid),
             ):
                 host = f"127.0.0.1:{port}"
-                reqs = raw_requests(f"/{tx}", host, bodies[tx])
-                result = run_load(
-                    f"{label} {tx}",
-                    "127.0.0.1",
-                    port,
-                    reqs,
-                    seconds=args.seconds,
-                    concurrency=args.concurrency,
-                    server_pid=pid,
-                )
-                if label == "soap-edge":
-                    ok = result.statuses.get(200, 0) == result.requests and (
-                        b"Success" in result.first_body
+                if args.client == "wrk":
+                    result = run_wrk(
+                        f"{label} {tx}",
+                        "127.0.0.1",
+                        port,
+                        f"/{tx}",
+                        bodies[tx],
+                        SOAP_CT,
+                        seconds=args.seconds,
+                        concurrency=args.concurrency,
+                        server_pid=pid,
                     )
-                    if not ok:
-                        raise SystemExit(
-                            f"soap-edge {tx} answered {dict(result.statuses)}: "
-                            f"{result.first_body[:400]!r}"
-                        )
+                    result.response_bytes = len(expected[tx])
+                else:
+                    reqs = raw_requests(f"/{tx}", host, bodies[tx])
+                    result = run_load(
+                        f"{label} {tx}",
+                        "127.0.0.1",
+                        port,
+                        reqs,
+                        seconds=args.seconds,
+                        concurrency=args.concurrency,
+                        server_pid=pid,
+                    )
+                # Every answer 200, and (python client) the right size: the earlier baseline
+                # answered a 93-byte 422 for months because nothing checked it.
+                ok = result.statuses.get(200, 0) == result.requests and result.requests > 0
+                if args.client != "wrk":
+                    ok = ok and result.response_bytes == len(expected[tx])
+                    if label == "soap-edge":
+                        ok = ok and b"Success" in result.first_body
+                if not ok:
+                    raise SystemExit(
+                        f"{label} {tx} answered {dict(result.statuses)}, "
+                        f"{result.response_bytes} bytes: {result.first_body[:400]!r}"
+                    )
                 rounds.setdefault(f"{label} {tx}", []).append(result.summary())
     out: dict[str, Any] = {"rounds": rounds}
     for tx in ("iti38", "iti39"):
@@ -203,6 +226,16 @@ def throughput(
             ),
             "bare_cpu_percent": median(
                 [r["server_cpu_percent"] for r in rounds[f"bare-fastapi {tx}"]]
+            ),
+            "soap_edge_cpu_ms_per_request": median(
+                [r["server_cpu_ms_per_request"] for r in rounds[f"soap-edge {tx}"]]
+            ),
+            "bare_cpu_ms_per_request": median(
+                [r["server_cpu_ms_per_request"] for r in rounds[f"bare-fastapi {tx}"]]
+            ),
+            "client": args.client,
+            "client_cpu_percent_during_bare": median(
+                [r["client_cpu_percent"] for r in rounds[f"bare-fastapi {tx}"]]
             ),
         }
     return out
@@ -300,6 +333,12 @@ def main() -> int:
         action="store_true",
         help="pin servers to CPU 0 and the load generator to CPU 1 (only on an otherwise idle box)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if wrk_available() else "python",
+        help="load generator, the same for both sides (default wrk when installed)",
+    )
     parser.add_argument("--cold-samples", type=int, default=15)
     parser.add_argument("--single-flight", type=int, default=10)
     parser.add_argument(
@@ -348,6 +387,7 @@ def main() -> int:
         payload_dir = workdir / "bare"
         payload_dir.mkdir()
         meta = {}
+        expected: dict[str, bytes] = {}
         for tx in ("iti38", "iti39"):
             resp = httpx.post(
                 f"{base}/{tx}",
@@ -357,6 +397,7 @@ def main() -> int:
             )
             (payload_dir / f"{tx}.bin").write_bytes(resp.content)
             meta[tx] = resp.headers["content-type"]
+            expected[tx] = resp.content
         (payload_dir / "meta.json").write_text(json.dumps(meta))
         memory["soap_edge_warm"] = rss_mb(soap_pid)
 
@@ -375,11 +416,20 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(bare_port, timeout=60)
+        for tx in ("iti38", "iti39"):
+            answer = httpx.post(
+                f"http://127.0.0.1:{bare_port}/{tx}",
+                content=bodies[tx][0],
+                headers={"content-type": SOAP_CT},
+                timeout=30,
+            )
+            if answer.status_code != 200 or answer.content != expected[tx]:
+                raise SystemExit(f"bare baseline {tx}: HTTP {answer.status_code}, not the payload")
         pinned = args.pin and pin(soap_pid, {0}) and pin(bare.pid, {0}) and pin(os.getpid(), {1})
         report["pinned"] = pinned
         memory["bare_fastapi_idle"] = rss_mb(bare.pid)
 
-        report["throughput"] = throughput(stack, bare_port, bare.pid, bodies, args)
+        report["throughput"] = throughput(stack, bare_port, bare.pid, bodies, expected, args)
         memory["soap_edge_after_load"] = rss_mb(soap_pid)
         memory["bare_fastapi_after_load"] = rss_mb(bare.pid)
         if pinned:

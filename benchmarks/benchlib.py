@@ -1,8 +1,10 @@
 """Benchmark helpers: a raw keep-alive HTTP load generator, machine facts, stack set-up.
 
-The load generator speaks HTTP/1.1 over asyncio streams with pre-built request bytes, so the
-client costs as little as possible per request and the same client measures soap-edge and the
-bare FastAPI baseline. Server CPU use is sampled with psutil to show which side saturated.
+Two load generators, the same for both sides of a comparison: wrk (C, one thread; the default
+when installed, Debian package `wrk`) and a raw keep-alive HTTP/1.1 client over asyncio streams
+with pre-built request bytes. The Python client needs about as much CPU per request as the bare
+baseline server, so on this 2-core machine it caps the baseline (benchmarks/RESULTS.md); wrk
+does not. Server CPU use is sampled with psutil to show which side saturated.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import asyncio
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -114,6 +119,11 @@ class LoadResult:
     loadavg_before: float = 0.0
     loadavg_after: float = 0.0
     first_body: bytes = b""
+    # Set by run_wrk (wrk reports percentiles, not samples) and for the load generator's CPU.
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    client: str = "python"
+    client_cpu: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -131,11 +141,20 @@ class LoadResult:
             "requests": self.requests,
             "seconds": round(self.seconds, 2),
             "rps": round(self.rps, 1),
-            "p50_ms": round(self.pct(50), 2),
-            "p99_ms": round(self.pct(99), 2),
+            "p50_ms": round(self.p50_ms if self.p50_ms is not None else self.pct(50), 2),
+            "p99_ms": round(self.p99_ms if self.p99_ms is not None else self.pct(99), 2),
             "statuses": dict(self.statuses),
             "response_bytes": self.response_bytes,
             "server_cpu_percent": round(self.server_cpu * 100, 1),
+            # CPU seconds of the server process per request: the figure that load on the shared
+            # machine moves least.
+            "server_cpu_ms_per_request": round(
+                self.server_cpu * self.seconds * 1000 / self.requests, 3
+            )
+            if self.requests
+            else 0.0,
+            "client": self.client,
+            "client_cpu_percent": round(self.client_cpu * 100, 1),
             "loadavg_before": self.loadavg_before,
             "loadavg_after": self.loadavg_after,
         }
@@ -204,9 +223,11 @@ def run_load(
     asyncio.run(go(warmup, LoadResult(label, warmup)))
     result = LoadResult(label, seconds, loadavg_before=round(os.getloadavg()[0], 2))
     cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+    own0 = sum(psutil.Process().cpu_times()[:2])
     start = time.perf_counter()
     asyncio.run(go(seconds, result))
     result.seconds = time.perf_counter() - start
+    result.client_cpu = (sum(psutil.Process().cpu_times()[:2]) - own0) / result.seconds
     if proc:
         result.server_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / result.seconds
     result.loadavg_after = round(os.getloadavg()[0], 2)
@@ -222,3 +243,100 @@ def rss_mb(pid: int) -> dict[str, float]:
     proc = psutil.Process(pid)
     info = proc.memory_full_info()
     return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 1)}
+
+
+_WRK_SCRIPT = """
+local dir, n, path, ctype = "{dir}", {n}, "{path}", "{ctype}"
+local bodies = {{}}
+for i = 0, n - 1 do
+  local f = assert(io.open(dir .. "/" .. i .. ".bin", "rb"))
+  bodies[#bodies + 1] = f:read("*all")
+  f:close()
+end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", path, {{["Content-Type"] = ctype}}, bodies[i])
+end
+"""
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def _wrk_time_ms(text: str) -> float:
+    found = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    if found is None:
+        return 0.0
+    return (
+        float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[found.group(2)]
+    )
+
+
+def run_wrk(
+    label: str,
+    host: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    content_type: str,
+    *,
+    seconds: float,
+    concurrency: int,
+    server_pid: int | None,
+    warmup: float = 1.0,
+) -> LoadResult:
+    """The same measurement with wrk (C, one thread): `concurrency` keep-alive connections
+    sending the bodies round-robin. wrk counts non-2xx answers; the bodies are checked apart."""
+    proc = psutil.Process(server_pid) if server_pid else None
+    with tempfile.TemporaryDirectory(prefix="xcagw-wrk-") as tmp:
+        for i, body in enumerate(bodies):
+            Path(tmp, f"{i}.bin").write_bytes(body)
+        script = Path(tmp, "post.lua")
+        script.write_text(_WRK_SCRIPT.format(dir=tmp, n=len(bodies), path=path, ctype=content_type))
+        base = [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://{host}:{port}{path}",
+        ]
+        subprocess.run([*base, f"-d{max(1, round(warmup))}s"], capture_output=True, check=False)  # noqa: S603
+        result = LoadResult(
+            label, seconds, loadavg_before=round(os.getloadavg()[0], 2), client="wrk"
+        )
+        cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+        start = time.perf_counter()
+        child0 = psutil.Process().cpu_times()
+        out = subprocess.run(  # noqa: S603 - wrk with fixed arguments
+            [*base, f"-d{max(1, round(seconds))}s"], capture_output=True, text=True, check=False
+        ).stdout
+        child1 = psutil.Process().cpu_times()
+        result.seconds = time.perf_counter() - start
+        if proc:
+            result.server_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / result.seconds
+    client_cpu = (child1.children_user + child1.children_system) - (
+        child0.children_user + child0.children_system
+    )
+    result.client_cpu = client_cpu / result.seconds
+    result.loadavg_after = round(os.getloadavg()[0], 2)
+    done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if done is None:
+        raise RuntimeError(f"wrk failed: {out[-400:]}")
+    result.requests = int(done.group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = int(bad.group(1)) if bad else 0
+    result.statuses[200] = result.requests - non2xx
+    if non2xx:
+        result.statuses[0] = non2xx
+    if errors:
+        result.statuses[-1] = sum(int(n) for n in re.findall(r"\d+", errors.group(1)))
+    for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
+        found = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE)
+        if found:
+            setattr(result, attr, _wrk_time_ms(found.group(1)))
+    return result

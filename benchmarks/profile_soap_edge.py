@@ -1,21 +1,20 @@
 """Where a cached ITI-38/ITI-39 spends its time in soap-edge: variants side by side, plus py-spy.
 
-    .venv/bin/python benchmarks/profile_soap_edge.py [--seconds 8] [--py-spy]
+    .venv/bin/python benchmarks/profile_soap_edge.py [--seconds 8] [--py-spy] [--pyinstrument]
 
 Starts the local stack, then runs extra soap-edge processes against the same backends, each a
 variant of `soap_edge.__main__` changed from the outside (monkeypatching, no service edits):
 
-- as-is:           the console script exactly (listening socket created with proto 0)
-- nodelay:         listening socket created as IPPROTO_TCP, so asyncio sets TCP_NODELAY
-- nodelay-no-io-spans: also FastAPIInstrumentor(exclude_spans=["receive", "send"])
-- nodelay-no-asgi-otel: also no FastAPI/ASGI instrumentation at all
-- nodelay-no-otel: also no telemetry.setup() (no gRPC/Redis/httpx instrumentation)
+- as-is:         the console script exactly (uvloop, httptools, TCP_NODELAY, server span without
+                 receive/send sub-spans: the issue #11 changes)
+- no-asgi-otel:  no FastAPI/ASGI instrumentation at all
+- no-otel:       also no telemetry.setup() (no gRPC/Redis/httpx instrumentation)
 
 Each variant is loaded with 16 keep-alive connections (--pin: server on CPU 0, load generator
 on CPU 1, for an otherwise idle machine); sequential latency is measured too. --py-spy records
-a CPU profile of the "nodelay" variant under ITI-38 load and keeps the heaviest frames;
+a CPU profile of the "as-is" variant under ITI-38 load and keeps the heaviest frames;
 --pyinstrument writes pyinstrument's call tree of such a window to
-benchmarks/results/profile-nodelay-iti38.txt.
+benchmarks/results/profile-iti38.txt.
 --sandbox-check only compares the NHS sandbox's own HTTP latency (GET /_health, sequential)
 as launched and through nodelay_shim.py. Writes benchmarks/results/profile.json (or
 profile-sandbox.json).
@@ -27,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import http_request, machine, pin, run_load, stack_overrides  # noqa: E402
 
-from xcagw_common.testing import wait_for_port  # noqa: E402
-from xcagw_devstack.launcher import Stack, free_port  # noqa: E402
+from xcagw_common.testing import free_port, wait_for_port  # noqa: E402
+from xcagw_devstack.launcher import Stack  # noqa: E402
 from xcagw_devstack.partner import (  # noqa: E402
     ACTIONS,
     NHS_NUMBER_OID,
@@ -56,47 +54,24 @@ from xcagw_devstack.partner import (  # noqa: E402
     xua_assertion,
 )
 
-VARIANTS = (
-    "as-is",
-    "nodelay",
-    "nodelay-no-io-spans",
-    "nodelay-no-asgi-otel",
-    "nodelay-no-otel",
-)
+VARIANTS = ("as-is", "no-asgi-otel", "no-otel")
+PROFILED = "as-is"
 PATIENT = "9000000009"
 SOAP_CT = "application/soap+xml; charset=UTF-8"
 
 
 def serve_variant(variant: str) -> None:
     """Run soap-edge's main() with the variant's changes applied."""
-    import soap_edge.__main__ as entry
-
-    if variant.startswith("nodelay"):
-
-        def _bind(host: str, port: int) -> socket.socket:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            return sock
-
-        entry._bind = _bind
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    original = FastAPIInstrumentor.instrument_app
-    if variant in ("nodelay-no-asgi-otel", "nodelay-no-otel"):
+    import soap_edge.__main__ as entry
+
+    if variant in ("no-asgi-otel", "no-otel"):
         FastAPIInstrumentor.instrument_app = staticmethod(lambda *a, **k: None)  # type: ignore[method-assign]
-    elif variant == "nodelay-no-io-spans":
-
-        def _instrument(app: Any, **kwargs: Any) -> None:
-            original(app, exclude_spans=["receive", "send"], **kwargs)
-
-        FastAPIInstrumentor.instrument_app = staticmethod(_instrument)  # type: ignore[assignment,method-assign]
     out = os.environ.get("XCAGW_PROFILE_OUT")
     if out:
         _profile_on_signals(Path(out))
-    if variant == "nodelay-no-otel":
+    if variant == "no-otel":
         from xcagw_common import telemetry
 
         telemetry.setup = lambda name: None  # type: ignore[assignment,return-value]
@@ -258,8 +233,8 @@ def main() -> int:
                 # The stack's soap-edge holds the management port: no second listener here.
                 "SOAP_EDGE_MANAGEMENT_PORT": "-1",
             }
-            tree = args.out.parent / "profile-nodelay-iti38.txt"
-            if args.pyinstrument and variant == "nodelay":
+            tree = args.out.parent / "profile-iti38.txt"
+            if args.pyinstrument and variant == PROFILED:
                 env["XCAGW_PROFILE_OUT"] = str(tree)
             proc = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
                 [sys.executable, __file__, "--serve", variant],
@@ -289,7 +264,7 @@ def main() -> int:
                     server_pid=proc.pid,
                 )
                 out[f"{tx}_load"] = res.summary()
-                if args.pyinstrument and variant == "nodelay" and tx == "iti38":
+                if args.pyinstrument and variant == PROFILED and tx == "iti38":
                     import signal
 
                     proc.send_signal(signal.SIGUSR1)
@@ -306,7 +281,7 @@ def main() -> int:
                     proc.send_signal(signal.SIGUSR2)
                     time.sleep(2.0)
                     out["pyinstrument_tree"] = str(tree)
-                if args.py_spy and variant == "nodelay" and tx == "iti38":
+                if args.py_spy and variant == PROFILED and tx == "iti38":
                     import threading
 
                     top: list[Any] = []

@@ -73,6 +73,10 @@ def make_settings(redis_url: str, fakes: FakeBackends, **overrides: Any) -> Sett
         # The security layer itself is tested with real partners in test_security_*.py.
         "partner_registry": DEV_PARTNERS,
         "allow_insecure_dev_partners": True,
+        # Tests change PDS answers between requests (restriction, outages) and expect the next
+        # request to see it; the PDS check cache and its bound are tested on their own
+        # (test_soap_edge_caches.py).
+        "pds_check_cache_seconds": 0,
         **overrides,
     }
     return Settings(**values)

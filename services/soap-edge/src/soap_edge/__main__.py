@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from soap_edge.app import create_app, create_management_app
 from soap_edge.config import Settings
-from soap_edge.security.mtls import TlsPeerH11Protocol
 from soap_edge.security.runtime import server_ssl_context
+from soap_edge.security.transport import bounded_protocol
 from xcagw_common import telemetry
 from xcagw_common.logging import setup_logging
 
@@ -30,17 +31,26 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        # Health and metrics polls would drown the traces.
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="health/live,health/ready,metrics")
+        # Health and metrics polls would drown the traces. The server span stays (with the
+        # incoming traceparent); its per-ASGI-message receive/send child spans carry nothing a
+        # trace needs and cost a tenth of a cached request (benchmarks/PROFILE.md).
+        FastAPIInstrumentor.instrument_app(
+            app,
+            excluded_urls="health/live,health/ready,metrics",
+            exclude_spans=["receive", "send"],
+        )
     except ImportError:  # pragma: no cover - the dependency is declared; keep serving without it
         log.warning("FastAPI instrumentation unavailable")
     tls: dict[str, Any] = {}
     ssl_context = server_ssl_context(settings)
+    # httptools (C) instead of h11 (benchmarks/PROFILE.md), with h11's bound on the request head
+    # kept ahead of HardeningMiddleware's (HTTP 431 there).
+    head_limit = settings.max_header_bytes + 1024
+    http = bounded_protocol(head_limit, tls=ssl_context is not None)
     if ssl_context is not None:
         # ihe-xca-rules §10.3: TLS 1.2+ with verified client certificates; the protocol class
         # hands the verified peer certificate to the app (ASGI TLS extension).
         tls = {
-            "http": TlsPeerH11Protocol,
             "ssl_certfile": settings.tls_cert_file,
             "ssl_keyfile": settings.tls_key_file,
             "ssl_context_factory": lambda _config, _default: ssl_context,
@@ -52,8 +62,7 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
         server_header=False,
-        # h11's own header limit, ahead of HardeningMiddleware's (HTTP 431 there).
-        h11_max_incomplete_event_size=settings.max_header_bytes + 1024,
+        http=http,
         **tls,
     )
     server = uvicorn.Server(config)
@@ -92,6 +101,7 @@ def build_management_server(
         access_log=False,
         lifespan="off",
         server_header=False,
+        http=bounded_protocol(settings.max_header_bytes + 1024),
     )
     return _ManagementServer(config), _bind(settings.host, settings.management_port)
 
@@ -135,7 +145,10 @@ def main() -> None:
     setup_logging("soap-edge", settings.log_level)
     provider = telemetry.setup("soap-edge")
     try:
-        asyncio.run(serve(settings))
+        # uvloop: libuv's event loop, several times cheaper per I/O callback than asyncio's
+        # selector loop (benchmarks/PROFILE.md); grpc.aio and redis.asyncio run on it unchanged.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings))
     finally:
         telemetry.shutdown(provider)
 

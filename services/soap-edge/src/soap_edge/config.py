@@ -155,6 +155,26 @@ class Settings(BaseServiceSettings):
         default=False, description="ITI-39 only for documents the same partner found via ITI-38."
     )
 
+    # In-process caches of the cached-query path (issue #11; why each is safe: documents.py and
+    # store.py). 0 disables a cache.
+    pds_check_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long a passed PDS restriction check is reused for serving stored data. "
+            "pds-adapter already reuses a PDS read for 60 s; this adds at most this much."
+        ),
+    )
+    document_cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long stored document metadata and content (immutable per uniqueId) "
+        "are kept in process.",
+    )
+    document_cache_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="Bound of the in-process document cache."
+    )
+
     # Hardening.
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_xml_depth: int = Field(default=64, ge=8)

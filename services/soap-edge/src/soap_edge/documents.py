@@ -15,6 +15,7 @@ import time
 import uuid
 
 from soap_edge.backends import BackendFailure, Backends, FailureKind
+from soap_edge.cache import TtlCache
 from soap_edge.config import Settings
 from soap_edge.metrics import DOCUMENTS_GENERATED
 from soap_edge.soap.ns import HL7, q
@@ -108,12 +109,31 @@ class DocumentService:
         self.settings = settings
         self.store = store
         self.backends = backends
+        # Passed restriction checks (issue #9) by NHS number, reused for pds_check_cache_seconds
+        # when serving stored data (issue #11: a gRPC round trip to pds-adapter per cached
+        # query). Safe because pds-adapter itself answers an unrestricted patient from its 60 s
+        # PDS read cache (pds_adapter/servicer.py), so a restriction made at PDS already takes
+        # up to a minute to be seen; this adds at most a few seconds to that. Refusals
+        # (restricted, unknown) and failures are never cached, and a document is never built
+        # on a cached check (current_or_generate asks PDS afresh on a miss).
+        self._checked: TtlCache[str, pds_adapter_pb2.Patient] = TtlCache(
+            settings.pds_check_cache_seconds, max_entries=50_000
+        )
 
     async def check_patient(
-        self, ctx: common_pb2.RequestContext, nhs_number: str
+        self, ctx: common_pb2.RequestContext, nhs_number: str, *, fresh: bool = False
     ) -> pds_adapter_pb2.Patient:
-        """PDS lookup before anything is advertised or fetched; restricted -> BackendFailure."""
-        return await self.backends.get_patient(ctx, nhs_number)
+        """PDS lookup before anything is advertised or fetched; restricted -> BackendFailure.
+
+        A check passed in the last pds_check_cache_seconds is reused unless `fresh`.
+        """
+        if not fresh:
+            passed = self._checked.get(nhs_number)
+            if passed is not None:
+                return passed
+        patient = await self.backends.get_patient(ctx, nhs_number)
+        self._checked.put(nhs_number, patient)
+        return patient
 
     async def disclosable(self, ctx: common_pb2.RequestContext, nhs_number: str) -> bool:
         """Whether stored data about this patient may be shown: PDS knows the patient and the
@@ -131,15 +151,23 @@ class DocumentService:
     ) -> DocumentRecord:
         """The stored snapshot, or a new one. Raises BackendFailure or redis errors.
 
-        PDS is asked first, also when a snapshot is stored: a patient restricted (R/V/S) since
-        the snapshot was made must not get it disclosed from the cache (issue #9).
+        PDS is asked also when a snapshot is stored: a patient restricted (R/V/S) since the
+        snapshot was made must not get it disclosed from the cache (issue #9). A stored snapshot
+        may be served on a check passed in the last pds_check_cache_seconds; a miss always asks
+        PDS afresh, before GP Connect is called.
         """
-        patient = await self.check_patient(ctx, nhs_number)
+        passed = self._checked.get(nhs_number)
+        if passed is None:
+            patient = await self.check_patient(ctx, nhs_number, fresh=True)
+        else:
+            patient = passed
         existing = await self.store.current_document(nhs_number)
         if existing is not None:
             CACHE_REQUESTS.labels("ccd", "hit").inc()
             return existing
         CACHE_REQUESTS.labels("ccd", "miss").inc()
+        if passed is not None:
+            patient = await self.check_patient(ctx, nhs_number, fresh=True)
         deadline = time.monotonic() + self.settings.generation_lock_seconds
         while True:
             token = await self.store.acquire_generation_lock(nhs_number)

@@ -81,7 +81,7 @@ async def _retrieve_one(gw: Gateway, ex: Exchange, req: DocumentRequest) -> Foun
         raise RetrieveError("XDSUnknownRepositoryId", "RepositoryUniqueId is not known here")
     if not req.unique_id:
         raise RetrieveError("XDSDocumentUniqueIdError", "DocumentUniqueId is empty")
-    session = await gw.store.session(ex.partner, req.unique_id)
+    session, record = await gw.store.retrieval(ex.partner, req.unique_id)
     if session is None and settings.require_query_before_retrieve:
         raise RetrieveError(
             "LocalPolicyRestrictionError", "Document was not returned to this partner by a query"
@@ -91,7 +91,6 @@ async def _retrieve_one(gw: Gateway, ex: Exchange, req: DocumentRequest) -> Foun
             "retrieve follows query",
             extra={"ecs": {"xcagw.query_message_id": session.get("query_message_id", "")}},
         )
-    record = await gw.store.document(req.unique_id)
     nhs = record.nhs_number if record is not None else None
     if nhs is None:
         nhs = await gw.store.on_demand_patient(req.unique_id)

@@ -35,6 +35,18 @@ Keys of the security layer (issue #9), written by soap_edge.security (documented
 
 Document retention is deliberately long (24 h, not the prior art's 60 s): initiators may retrieve
 hours after their query (ihe-xca-rules §6.4).
+
+Above, `{name}` is a placeholder; `{<name>}` is a literal Redis Cluster hash tag around the value.
+
+Redis Cluster (issue #11, `redis+cluster://` REDIS_URL): a MULTI/EXEC or a Lua script may only
+touch keys of one hash slot. The document, its entry index and the patient pointers are looked
+up by different ids, so no hash tag can put them in one slot: `save_document` writes the
+document atomically on its own first and the pointers after it, so a reader never follows a
+pointer to a document that is not there yet. Every other write here is one key, or independent
+keys in a plain pipeline (split per node by the cluster client); the lock release script has
+one key. The security keys share the `{<partner>}` and `{audit}` tags for their multi-key
+scripts. No key was renamed for the cluster, so tests and tools keep their key names (and this
+new product has no deployed data to migrate).
 """
 
 from __future__ import annotations
@@ -44,9 +56,10 @@ import secrets
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from redis.asyncio import Redis
-
+from soap_edge.cache import TtlCache
 from soap_edge.config import Settings
+from soap_edge.redisbatch import AutoPipeline
+from xcagw_common.redis import RedisClient, ping
 
 PREFIX = "xcagw:soap-edge:"
 
@@ -119,27 +132,52 @@ class DocumentRecord:
         return cls(**values)
 
 
+def _session(raw: bytes | str | None) -> dict[str, str] | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return data if isinstance(data, dict) else None
+
+
 class Store:
     """Typed access to soap-edge's Redis keys."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
+        # Documents by uniqueId, in process (issue #11): a stored document is never rewritten
+        # with other bytes under the same uniqueId (its hash and size were advertised), so a
+        # copy read once is the document. Lookups still read the key that says which document
+        # is current or whether it still exists (patient pointer, HMGET before a retrieve).
+        # The small commands of the cached-query path share round trips (redisbatch.py).
+        self.batch = AutoPipeline(redis)
+        self.documents: TtlCache[str, DocumentRecord] = TtlCache(
+            settings.document_cache_seconds,
+            max_entries=4096,
+            max_cost=settings.document_cache_bytes,
+            cost=lambda record: len(record.content) + 2048,
+        )
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return await ping(self.redis)
 
     # Documents -------------------------------------------------------------------------------
     async def save_document(
         self, record: DocumentRecord, *, also_for: tuple[str, ...] = ()
     ) -> None:
-        """Store the document, its entryUUID index and the patient pointer(s) atomically."""
+        """Store the document atomically, then its entryUUID index and the patient pointer(s).
+
+        Two steps because the keys hash to different cluster slots (see the module docstring);
+        a failure between them leaves an unreferenced document that expires with its TTL.
+        """
         ttl = self.settings.document_retention_seconds
         async with self.redis.pipeline(transaction=True) as pipe:
             doc_key = key("doc", record.unique_id)
             pipe.delete(doc_key)
             pipe.hset(doc_key, mapping=record.to_redis())  # type: ignore[arg-type]
             pipe.expire(doc_key, ttl)
+            await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(key("entry", record.entry_uuid), record.unique_id, ex=ttl)
             for nhs in {record.nhs_number, *also_for}:
                 pipe.set(key("patient-doc", nhs), record.unique_id, ex=ttl)
@@ -156,13 +194,50 @@ class Store:
         return await self.document(uid) if uid else None
 
     async def current_document(self, nhs_number: str) -> DocumentRecord | None:
-        uid = _text(await self.redis.get(key("patient-doc", nhs_number)))
-        return await self.document(uid) if uid else None
+        """The patient's current snapshot: the pointer is read every time (it moves when a new
+        snapshot is stored, and expires with it); the document it names may come from process
+        memory, since it was stored with the pointer, with the same TTL."""
+        uid = _text(await self.batch.execute("GET", key("patient-doc", nhs_number)))
+        if not uid:
+            return None
+        record = self.documents.get(uid)
+        if record is None:
+            record = await self.document(uid)
+            if record is not None:
+                self.documents.put(uid, record)
+        return record
+
+    async def retrieval(
+        self, partner: str, unique_id: str
+    ) -> tuple[dict[str, str] | None, DocumentRecord | None]:
+        """(query session, stored document) for an ITI-39 DocumentRequest in one round trip.
+
+        The HMGET says whether the document still exists and which bytes it has (SHA-1); only
+        when they are not in process memory are they read.
+        """
+        raw_session, (digest, nhs) = await self.batch.execute_many(
+            [
+                ("GET", key("session", partner, unique_id)),
+                ("HMGET", key("doc", unique_id), "hash", "nhs_number"),
+            ]
+        )
+        session = _session(raw_session)
+        if digest is None or nhs is None:
+            return session, None
+        record = self.documents.get(unique_id)
+        if record is None or record.hash != _text(digest):
+            record = await self.document(unique_id)
+            if record is not None:
+                self.documents.put(unique_id, record)
+        return session, record
 
     # On-demand entries ------------------------------------------------------------------------
     async def register_on_demand(self, unique_id: str, entry_uuid: str, nhs_number: str) -> None:
         ttl = self.settings.ondemand_retention_seconds
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # Not MULTI: the two keys are in different cluster slots. The ids are fixed per patient
+        # (xds.on_demand_unique_id), so a re-registration writes the same values again and a
+        # reader between the two writes sees what it saw before.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(key("ondemand", unique_id), nhs_number, ex=ttl)
             pipe.set(key("ondemand-entry", entry_uuid), unique_id, ex=ttl)
             await pipe.execute()
@@ -206,7 +281,9 @@ class Store:
     # CEID <-> NHS number ----------------------------------------------------------------------
     async def save_ceid_mapping(self, domain: str, ceid: str, nhs_number: str) -> None:
         ttl = self.settings.ceid_mapping_ttl_seconds
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # Not MULTI: the two directions are in different cluster slots, and each is complete on
+        # its own (a failed write fails the request, which writes both again when retried).
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(key("ceid", domain, ceid), nhs_number, ex=ttl)
             pipe.set(key("nhs-ceid", nhs_number, domain), ceid, ex=ttl)
             await pipe.execute()
@@ -224,17 +301,13 @@ class Store:
         if not unique_ids:
             return
         value = json.dumps({"query_message_id": query_message_id, "transaction": transaction})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for uid in unique_ids:
-                pipe.set(key("session", partner, uid), value, ex=self.settings.session_ttl_seconds)
-            await pipe.execute()
+        ttl = self.settings.session_ttl_seconds
+        await self.batch.execute_many(
+            [("SET", key("session", partner, uid), value, "EX", ttl) for uid in unique_ids]
+        )
 
     async def session(self, partner: str, unique_id: str) -> dict[str, str] | None:
-        raw = await self.redis.get(key("session", partner, unique_id))
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return data if isinstance(data, dict) else None
+        return _session(await self.redis.get(key("session", partner, unique_id)))
 
     # PDQ continuation -------------------------------------------------------------------------
     async def save_continuation(self, partner: str, query_id: str, state: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 from lxml import etree
 from prometheus_client import Counter, Gauge
 
+from soap_edge.redisbatch import AutoPipeline
 from soap_edge.security.xua import XuaIdentity
 
 log = logging.getLogger(__name__)
@@ -359,6 +360,9 @@ class AuditQueue:
 
     def __init__(self, redis: Any, source: AuditSource, *, bom: bool = True) -> None:
         self._redis = redis
+        # Concurrent exchanges share XADD round trips; each still waits for its own entry id,
+        # so no response leaves before its audit message is in Redis (issue #11).
+        self._batch = AutoPipeline(redis)
         self.source = source
         self.bom = bom
 
@@ -366,7 +370,7 @@ class AuditQueue:
         """XADD the message; returns the stream id. Raises AuditUnavailable."""
         message = render(record, self.source, bom=self.bom)
         try:
-            entry_id = await self._redis.xadd(STREAM_KEY, {"m": message})
+            entry_id = await self._batch.execute("XADD", STREAM_KEY, "*", "m", message)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means "not buffered"
             raise AuditUnavailable(type(exc).__name__) from None
         AUDIT_MESSAGES.labels("queued").inc()

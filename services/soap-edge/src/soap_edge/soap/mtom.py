@@ -7,6 +7,7 @@ Packaging); IHE ITI TF-2x Appendix V §V.3.6 requires it for ITI-39/43.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -36,11 +37,14 @@ class MediaType:
         return self.params.get(name.lower())
 
 
+@functools.lru_cache(maxsize=256)
 def parse_media_type(value: str | None) -> MediaType | None:
     """Parse `type/subtype; name="value"; ...` properly (RFC 9110 §8.3), not by substring.
 
     A substring test such as `"application/soap+xml" in ct` accepts MTOM only by accident, because
-    the text also appears inside `start-info` (ihe-xca-rules §1.1).
+    the text also appears inside `start-info` (ihe-xca-rules §1.1). Memoised: partners send a
+    handful of distinct values and email.message parsing is slow; callers must not change the
+    returned params.
     """
     if not value or "/" not in value:
         return None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import re
+import threading
 
 from lxml import etree
 
@@ -32,9 +33,10 @@ def _parser_kwargs() -> dict[str, bool]:
 def parse_untrusted(data: bytes, *, max_bytes: int, max_depth: int) -> etree._Element:
     """Parse `data` or raise XmlRejected.
 
-    Depth is checked while parsing (iterparse), so a deeply nested bomb is refused before it is
-    built. Documents with a DOCTYPE are refused outright: SOAP 1.2 Part 1 §5 forbids DTDs in
-    messages, and refusing them is the simplest defence against entity tricks.
+    Depth is checked right after the C parse; the tree cannot outgrow `max_bytes`, and libxml2
+    itself refuses more than 256 levels. Documents with a DOCTYPE are refused outright: SOAP 1.2
+    Part 1 §5 forbids DTDs in messages, and refusing them is the simplest defence against entity
+    tricks.
     """
     if len(data) > max_bytes:
         raise XmlRejected(f"XML part larger than {max_bytes} bytes")
@@ -58,21 +60,35 @@ def _is_encoding_error(exc: etree.XMLSyntaxError) -> bool:
     return "encoding" in msg or "utf-8" in msg or "bytes" in msg
 
 
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    # lxml parsers are reusable but not thread-safe: one per thread.
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(**_parser_kwargs())
+    return parser
+
+
+@functools.lru_cache(maxsize=16)
+def _too_deep(max_depth: int) -> etree.XPath:
+    # True when an element sits at depth max_depth + 1: /*/*/... evaluated in C.
+    return etree.XPath("boolean(" + "/*" * (max_depth + 1) + ")")
+
+
 def _parse(data: bytes, max_depth: int) -> etree._Element:
-    depth = 0
-    events = etree.iterparse(io.BytesIO(data.strip()), events=("start", "end"), **_parser_kwargs())
-    root: etree._Element | None = None
-    for event, elem in events:
-        if event == "start":
-            depth += 1
-            if depth > max_depth:
-                raise XmlRejected(f"XML nesting deeper than {max_depth} levels")
-            if root is None:
-                root = elem
-        else:
-            depth -= 1
+    # One C parse, then the depth check in C (XPath): the Python event loop of iterparse cost
+    # more than the parse itself (benchmarks/PROFILE.md). A deeper bomb cannot grow the tree
+    # past the byte cap, and libxml2 stops at 256 levels by itself (no huge_tree).
+    text = data.strip()
+    if not text:
+        raise XmlRejected("Empty XML document")
+    root = etree.fromstring(text, _parser())
     if root is None:
         raise XmlRejected("Empty XML document")
+    if _too_deep(max_depth)(root):
+        raise XmlRejected(f"XML nesting deeper than {max_depth} levels")
     info = root.getroottree().docinfo
     if info.doctype or info.internalDTD is not None:
         raise XmlRejected("XML with a DOCTYPE is not accepted (SOAP 1.2 forbids DTDs)")
