@@ -173,6 +173,20 @@ async def test_on_demand_only_when_asked(client, check, fakes) -> None:
     assert again.xpath("string(//rim:ExtrinsicObject/@id)") == eos[0].get("id")
 
 
+async def test_too_many_leaf_class_results_ask_for_object_ref(client, check) -> None:
+    client.app.state.settings.max_leaf_class_results = 1
+    both = {"$XDSDocumentEntryType": [f"('{ON_DEMAND}','{STABLE}')"]}
+    leaf = await query(client, check, find_documents(extra=both))
+    assert status(leaf) == "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
+    assert error_codes(leaf) == ["XDSTooManyResults"]
+    assert "ObjectRef" in leaf.xpath("string(//rs:RegistryError/@codeContext)")
+    assert not leaf.xpath("//rim:ExtrinsicObject")
+    # ITI TF-2a 3.18.4.1.3: the initiator then asks for references, which are never too many.
+    refs = await query(client, check, find_documents(extra=both, return_type="ObjectRef"))
+    assert status(refs) == "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
+    assert len(refs.xpath("//rim:ObjectRef")) == 2
+
+
 @pytest.mark.parametrize(
     ("extra", "found"),
     [

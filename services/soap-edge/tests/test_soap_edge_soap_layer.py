@@ -214,6 +214,30 @@ async def test_non_anonymous_reply_to_is_refused_by_default(client, check) -> No
     check(resp)
 
 
+async def test_non_anonymous_fault_to_is_refused(client, check) -> None:
+    fault_to = (
+        "<wsa:FaultTo><wsa:Address>https://attacker.example/faults</wsa:Address></wsa:FaultTo>"
+    )
+    resp = await post(
+        client, "/iti47", envelope(PDQ, pdq_body(ids=[(NHS_OID, JANE)]), extra_headers=fault_to)
+    )
+    assert resp.status_code == 400
+    assert fault_parts(resp)[1] == "wsa:OnlyAnonymousAddressSupported"
+    assert "FaultTo" in resp.text  # the problem header is named
+    check(resp)
+    # Anonymous and "none" FaultTo addresses are fine: the answer comes back on the HTTP response.
+    for address in (
+        "http://www.w3.org/2005/08/addressing/anonymous",
+        "http://www.w3.org/2005/08/addressing/none",
+    ):
+        header = f"<wsa:FaultTo><wsa:Address>{address}</wsa:Address></wsa:FaultTo>"
+        ok = await post(
+            client, "/iti47", envelope(PDQ, pdq_body(ids=[(NHS_OID, JANE)]), extra_headers=header)
+        )
+        assert ok.status_code == 200, ok.text
+        check(ok)
+
+
 async def test_async_reply_for_allow_listed_partner(client, check, tmp_path) -> None:
     app = client.app
     app.state.settings.async_replies_enabled = True

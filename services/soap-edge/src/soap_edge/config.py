@@ -176,6 +176,14 @@ class Settings(BaseServiceSettings):
     )
 
     # Hardening.
+    max_leaf_class_results: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Most objects one LeafClass query answer may carry; beyond it the answer is "
+            "XDSTooManyResults and the partner re-queries with ObjectRef (ITI TF-2a 3.18.4.1.3)."
+        ),
+    )
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_xml_depth: int = Field(default=64, ge=8)
     max_mime_parts: int = Field(default=16, ge=1)

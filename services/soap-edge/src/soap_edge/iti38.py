@@ -554,6 +554,17 @@ async def handle(gw: Gateway, ex: Exchange) -> Reply:
         )
     if parsed.return_type == "ObjectRef":
         objects = [object_ref(v.entry_uuid, gw.settings.hcid) for v, _ in views]
+    elif len(views) > gw.settings.max_leaf_class_results:
+        # ITI TF-2a 3.18.4.1.3 / ihe-xca-rules §4.3: a LeafClass result too large for one answer
+        # is XDSTooManyResults; the initiator re-queries with ObjectRef and then GetDocuments.
+        return _failure(
+            RegistryErrorInfo(
+                "XDSTooManyResults",
+                f"{len(views)} results exceed the LeafClass limit of "
+                f"{gw.settings.max_leaf_class_results}; query again with returnType ObjectRef",
+            ),
+            location,
+        )
     else:
         objects = [extrinsic_object(v, cx, gw.settings) for v, cx in views]
     return Reply(_response(status_for(bool(views), []), [], objects, location))

@@ -11,6 +11,7 @@ from soap_edge.soap.envelope import Envelope, must_understand, targets_us
 from soap_edge.soap.faults import (
     HEADER_REQUIRED,
     INVALID_HEADER,
+    ONLY_ANONYMOUS,
     FaultCode,
     SoapFault,
     sender,
@@ -103,6 +104,16 @@ def read_addressing(env: Envelope) -> Addressing:
         # IHE ITI TF-2x V.3.2.1: request-response messages carry wsa:MessageID.
         fault = sender("wsa:MessageID header is required", wsa_subcode=HEADER_REQUIRED)
         fault.problem_header = q(WSA, "MessageID")
+        raise fault
+    if fault_to not in (None, ANONYMOUS, NONE_ADDRESS) and fault_to != reply_to:
+        # WS-Addressing 1.0 SOAP Binding §6.4.1.5: faults reach the sender on the HTTP response
+        # (or, with the XCA asynchronous option, at the allow-listed ReplyTo, ihe-xca-rules §1.4);
+        # another address cannot be honoured, and an unchecked one would be an SSRF hole.
+        fault = sender(
+            "Only an anonymous wsa:FaultTo (or one equal to wsa:ReplyTo) is supported",
+            wsa_subcode=ONLY_ANONYMOUS,
+        )
+        fault.problem_header = q(WSA, "FaultTo")
         raise fault
     return Addressing(action, message_id, to, reply_to, fault_to)
 
