@@ -39,8 +39,10 @@ class FakeTokenStub:
         self,
         request: token_service_pb2.GetNhsAccessTokenRequest,
         timeout: float,  # noqa: ASYNC109 - the gRPC stub's signature
+        wait_for_ready: bool | None = None,
     ) -> token_service_pb2.GetNhsAccessTokenResponse:
         assert timeout > 0
+        assert wait_for_ready is True  # a briefly unreachable token-service is waited for
         self.requests.append(request)
         if self.fail_with is not None:
             raise grpc.aio.AioRpcError(

@@ -144,6 +144,9 @@ async def test_restricted_patient_is_flagged_without_location_and_not_cached(
 async def test_concurrent_misses_for_one_patient_share_one_pds_request(
     adapter: Adapter, sandbox: Sandbox
 ) -> None:
+    # A slow PDS makes the calls overlap however busy the machine is (single-flight only joins
+    # reads that are still in flight).
+    await sandbox.set_pds_faults(latency_ms=400)
     responses = await asyncio.gather(
         *(adapter.stub.GetPatient(get("9000000009"), timeout=10) for _ in range(10))
     )
@@ -156,6 +159,7 @@ async def test_concurrent_misses_for_one_patient_share_one_pds_request(
 
 
 async def test_concurrent_misses_share_the_failure_too(adapter: Adapter, sandbox: Sandbox) -> None:
+    await sandbox.set_pds_faults(latency_ms=400)
     results = await asyncio.gather(
         *(adapter.stub.GetPatient(get("9111231130"), timeout=10) for _ in range(5)),
         return_exceptions=True,

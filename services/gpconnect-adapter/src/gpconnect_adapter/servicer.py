@@ -367,6 +367,10 @@ class GpConnectAdapterServicer(gpconnect_adapter_pb2_grpc.GpConnectAdapterServic
                     requested_scope=self._settings.requested_scope,
                 ),
                 timeout=self._dependency_timeout(deadline),
+                # A briefly unreachable token-service (restart, DNS in a fresh network) is
+                # waited for within the deadline (gRPC doc/wait-for-ready.md); minting is
+                # idempotent.
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise _dependency_error(exc, "token-service") from exc

@@ -74,7 +74,12 @@ class TokenProvider:
             context=context, force_refresh=force_refresh
         )
         try:
-            response = await self._stub.GetNhsAccessToken(request, timeout=timeout)
+            # wait_for_ready: a connection to token-service that is briefly down (pod restart,
+            # DNS not yet answering in a fresh network) is waited for within this deadline
+            # instead of failing at once (gRPC doc/wait-for-ready.md); the call is idempotent.
+            response = await self._stub.GetNhsAccessToken(
+                request, timeout=timeout, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline.expired:
                 raise AdapterError(
