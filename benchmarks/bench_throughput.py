@@ -1,7 +1,14 @@
 """soap-edge throughput, cold latency, single-flight and memory on a real local stack.
 
     .venv/bin/python benchmarks/bench_throughput.py [--seconds 8] [--rounds 3] [--concurrency 16]
-        [--client wrk|python]
+        [--client wrk|python] [--xua dev|signed] [--throughput-only]
+
+--xua signed is the production-realistic variant: the partner (anonymous here, since the bench
+stack has no mTLS) has `saml: {required: true, verify: true}` with a pinned issuer certificate,
+and every request carries an RSA-SHA256 signed ITI-40 assertion that soap-edge verifies. As in a
+real XCA session, a partner reuses one assertion for several requests (--assertions distinct
+assertions over the 64 request bodies). The default (dev) is the development partner whose
+assertion is read unverified.
 
 1. Cached ITI-38 and ITI-39 throughput on ONE soap-edge worker (the launcher's uvicorn process),
    side by side with a bare FastAPI endpoint (same uvicorn configuration: uvloop, httptools)
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import statistics
@@ -38,6 +46,7 @@ from typing import Any
 import httpx
 import redis
 from fastapi import FastAPI, Request, Response
+from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,6 +72,7 @@ from xcagw_devstack.partner import (  # noqa: E402
     find_documents,
     parse_reply,
     retrieve,
+    sign_assertion,
     xua_assertion,
 )
 
@@ -124,12 +134,105 @@ def serve_bare(port: int, payload_dir: Path) -> None:
 
 
 # ---- requests ----
+BENCH_AUDIENCE = "urn:xcagw:bench:soap-edge"
+
+
+class XuaMode:
+    """How the bench partner authenticates: dev (unverified assertion) or signed (verified)."""
+
+    def __init__(self, mode: str, distinct: int = 8) -> None:
+        self.mode = mode
+        self._distinct = max(1, distinct)
+        self._pool: list[etree._Element] = []
+        self._next = 0
+        self.key_pem = b""
+        self.cert_pem = b""
+        if mode == "signed":
+            self.key_pem, self.cert_pem = _issuer_keypair()
+
+    def overrides(self) -> dict[str, str]:
+        """Stack settings for this mode (beat dev.env's partners file)."""
+        if self.mode != "signed":
+            return stack_overrides()
+        registry = {
+            # The bench stack has no mTLS, so the signed partner is the anonymous one; that
+            # part stays a development setting, the SAML checks are the production ones.
+            "anonymous_partner": "signed",
+            "partners": [
+                {
+                    "id": "signed",
+                    "saml": {
+                        "required": True,
+                        "verify": True,
+                        "issuer_certificates": [self.cert_pem.decode("ascii")],
+                        "audiences": [BENCH_AUDIENCE],
+                    },
+                }
+            ],
+        }
+        return {
+            "SOAP_EDGE_PARTNERS_FILE": "",
+            "SOAP_EDGE_PARTNER_REGISTRY": json.dumps(registry),
+            "SOAP_EDGE_ALLOW_INSECURE_DEV_PARTNERS": "true",
+        }
+
+    def fresh(self) -> etree._Element:
+        if self.mode != "signed":
+            return xua_assertion(Requester())
+        # One hour: the run must not outlive its assertions (real ones last 5-60 minutes).
+        requester = Requester(audience=BENCH_AUDIENCE, lifetime_seconds=3600)
+        return sign_assertion(xua_assertion(requester), self.key_pem, self.cert_pem)
+
+    def assertion(self) -> etree._Element:
+        """dev: a new assertion per request; signed: one of `distinct` per session."""
+        if self.mode != "signed":
+            return self.fresh()
+        if len(self._pool) < self._distinct:
+            self._pool.append(self.fresh())
+        element = self._pool[self._next % len(self._pool)]
+        self._next += 1
+        return copy.deepcopy(element)
+
+
+def _issuer_keypair() -> tuple[bytes, bytes]:
+    """A self-signed RSA-2048 SAML issuer certificate, as an IdP's signing certificate."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xcagw bench SAML issuer")])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+XUA = XuaMode("dev")
+
+
 def soap_bytes(transaction: str, body: Any, base: str) -> bytes:
     payload, _ = envelope(
         ACTIONS[transaction],
-        body,
+        copy.deepcopy(body),
         to=f"{base}/{transaction}",
-        assertion=xua_assertion(Requester()),
+        assertion=XUA.assertion(),
     )
     return payload
 
@@ -349,6 +452,23 @@ def main() -> int:
         action="store_true",
         help="run soap-edge and the sandbox through nodelay_shim.py (the recommended fix)",
     )
+    parser.add_argument(
+        "--xua",
+        choices=("dev", "signed"),
+        default="dev",
+        help="dev: unverified development partner; signed: verified, signed XUA assertions",
+    )
+    parser.add_argument(
+        "--assertions",
+        type=int,
+        default=8,
+        help="--xua signed: distinct assertions over the request bodies (a partner session)",
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="skip the cold-latency, single-flight and end-of-run memory sections",
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -357,9 +477,14 @@ def main() -> int:
         serve_bare(args.port, args.payload_dir)
         return 0
 
+    global XUA
+    XUA = XuaMode(args.xua, args.assertions)
     report: dict[str, Any] = {"machine_before": machine(), "command": " ".join(sys.argv)}
+    report["xua"] = args.xua
+    if args.xua == "signed":
+        report["distinct_assertions"] = args.assertions
     workdir = Path(tempfile.mkdtemp(prefix="xcagw-bench-"))
-    stack = BenchStack(workdir=workdir, free_ports=True, echo=False, overrides=stack_overrides())
+    stack = BenchStack(workdir=workdir, free_ports=True, echo=False, overrides=XUA.overrides())
     stack.nodelay_fix = args.tcp_nodelay_fix
     report["tcp_nodelay_fix"] = args.tcp_nodelay_fix
     bare: subprocess.Popen[bytes] | None = None
@@ -436,9 +561,10 @@ def main() -> int:
             os.sched_setaffinity(os.getpid(), set(range(os.cpu_count() or 1)))
             os.sched_setaffinity(soap_pid, set(range(os.cpu_count() or 1)))
 
-        report["cold_iti38"] = asyncio.run(cold_latency(stack, args.cold_samples))
-        report["single_flight"] = asyncio.run(single_flight(stack, args.single_flight, 3))
-        memory["soap_edge_end"] = rss_mb(soap_pid)
+        if not args.throughput_only:
+            report["cold_iti38"] = asyncio.run(cold_latency(stack, args.cold_samples))
+            report["single_flight"] = asyncio.run(single_flight(stack, args.single_flight, 3))
+            memory["soap_edge_end"] = rss_mb(soap_pid)
         report["memory"] = memory
         report["machine_after"] = machine()
     finally:

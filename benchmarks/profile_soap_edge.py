@@ -7,13 +7,19 @@ variant of `soap_edge.__main__` changed from the outside (monkeypatching, no ser
 
 - as-is:         the console script exactly (uvloop, httptools, TCP_NODELAY, server span without
                  receive/send sub-spans: the issue #11 changes)
-- no-asgi-otel:  no FastAPI/ASGI instrumentation at all
+- no-asgi-otel:  no FastAPI/ASGI instrumentation (FastAPI's own telemetry then makes a server span)
 - no-otel:       also no telemetry.setup() (no gRPC/Redis/httpx instrumentation)
+- no-redis-otel: (opt-in, --variants) telemetry as-is but the Redis client instrumentation
+                 removed after setup: what the Redis client spans cost
+- server-span-only: (opt-in) the tracer provider and the server span, but no Redis, gRPC
+                 or httpx client instrumentation at all
+- generic-asgi-span: (opt-in) the SOAP endpoints' server span made by OpenTelemetry's ASGI
+                 middleware instead of soap_edge.tracing.SoapServerSpan (the earlier build)
 
 Each variant is loaded with 16 keep-alive connections (--pin: server on CPU 0, load generator
 on CPU 1, for an otherwise idle machine); sequential latency is measured too. --py-spy records
-a CPU profile of the "as-is" variant under ITI-38 load and keeps the heaviest frames;
---pyinstrument writes pyinstrument's call tree of such a window to
+a CPU profile of the --profile-variant (default as-is) under ITI-38 load and keeps the heaviest
+frames; --pyinstrument writes pyinstrument's call tree of such a window to
 benchmarks/results/profile-iti38.txt.
 --sandbox-check only compares the NHS sandbox's own HTTP latency (GET /_health, sequential)
 as launched and through nodelay_shim.py. Writes benchmarks/results/profile.json (or
@@ -55,7 +61,6 @@ from xcagw_devstack.partner import (  # noqa: E402
 )
 
 VARIANTS = ("as-is", "no-asgi-otel", "no-otel")
-PROFILED = "as-is"
 PATIENT = "9000000009"
 SOAP_CT = "application/soap+xml; charset=UTF-8"
 
@@ -66,6 +71,18 @@ def serve_variant(variant: str) -> None:
 
     import soap_edge.__main__ as entry
 
+    if variant == "generic-asgi-span":
+        # The SOAP endpoints' server span from the OpenTelemetry ASGI middleware, as before
+        # soap_edge.tracing.SoapServerSpan.
+        class Passthrough:
+            def __init__(self, app: Any, paths: Any) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await self.app(scope, receive, send)
+
+        entry.SoapServerSpan = Passthrough  # type: ignore[assignment,misc]
+        entry.excluded_url_pattern = lambda paths: "health/live"  # type: ignore[assignment]
     if variant in ("no-asgi-otel", "no-otel"):
         FastAPIInstrumentor.instrument_app = staticmethod(lambda *a, **k: None)  # type: ignore[method-assign]
     out = os.environ.get("XCAGW_PROFILE_OUT")
@@ -76,6 +93,28 @@ def serve_variant(variant: str) -> None:
 
         telemetry.setup = lambda name: None  # type: ignore[assignment,return-value]
         telemetry.shutdown = lambda provider: None
+    if variant in ("no-redis-otel", "server-span-only"):
+        from opentelemetry.instrumentation.grpc import (
+            GrpcAioInstrumentorClient,
+            GrpcAioInstrumentorServer,
+        )
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        from xcagw_common import telemetry
+
+        setup = telemetry.setup
+
+        def setup_without_clients(name: str) -> Any:
+            provider = setup(name)
+            RedisInstrumentor().uninstrument()
+            if variant == "server-span-only":
+                GrpcAioInstrumentorClient().uninstrument()  # type: ignore[no-untyped-call]
+                GrpcAioInstrumentorServer().uninstrument()  # type: ignore[no-untyped-call]
+                HTTPXClientInstrumentor().uninstrument()
+            return provider
+
+        telemetry.setup = setup_without_clients  # type: ignore[assignment]
     entry.main()
 
 
@@ -189,6 +228,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument(
+        "--profile-variant", default="as-is", help="the variant --py-spy/--pyinstrument record"
+    )
     parser.add_argument("--pin", action="store_true", help="pin server CPU 0, load CPU 1")
     parser.add_argument("--pyinstrument", action="store_true")
     parser.add_argument(
@@ -234,7 +276,7 @@ def main() -> int:
                 "SOAP_EDGE_MANAGEMENT_PORT": "-1",
             }
             tree = args.out.parent / "profile-iti38.txt"
-            if args.pyinstrument and variant == PROFILED:
+            if args.pyinstrument and variant == args.profile_variant:
                 env["XCAGW_PROFILE_OUT"] = str(tree)
             proc = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
                 [sys.executable, __file__, "--serve", variant],
@@ -264,7 +306,7 @@ def main() -> int:
                     server_pid=proc.pid,
                 )
                 out[f"{tx}_load"] = res.summary()
-                if args.pyinstrument and variant == PROFILED and tx == "iti38":
+                if args.pyinstrument and variant == args.profile_variant and tx == "iti38":
                     import signal
 
                     proc.send_signal(signal.SIGUSR1)
@@ -281,7 +323,7 @@ def main() -> int:
                     proc.send_signal(signal.SIGUSR2)
                     time.sleep(2.0)
                     out["pyinstrument_tree"] = str(tree)
-                if args.py_spy and variant == PROFILED and tx == "iti38":
+                if args.py_spy and variant == args.profile_variant and tx == "iti38":
                     import threading
 
                     top: list[Any] = []
@@ -301,7 +343,9 @@ def main() -> int:
                     )
                     spy.join()
                     out["py_spy_iti38_inclusive_percent"] = top
-            results[variant] = out
+            # A variant named twice (A/B/A/B) keeps every run: "as-is", "as-is #2", ...
+            runs = sum(1 for k in results if k == variant or k.startswith(f"{variant} #"))
+            results[variant if not runs else f"{variant} #{runs + 1}"] = out
             proc.terminate()
             proc.wait(10)
             sys.stdout.write(

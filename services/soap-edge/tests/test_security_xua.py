@@ -462,8 +462,12 @@ class _AtTimes(XuaVerifier):
     def __init__(self, assertion_time: dt.datetime) -> None:
         super().__init__(XuaPolicy(), clock=lambda: assertion_time)
 
-    def _verify_signature(self, envelope: Any, assertion: Any, partner: Any, now: Any) -> Any:
-        return super()._verify_signature(envelope, assertion, partner, dt.datetime.now(dt.UTC))
+    def _verify_signature(
+        self, envelope: Any, assertion: Any, partner: Any, now: Any, data: bytes
+    ) -> Any:
+        return super()._verify_signature(
+            envelope, assertion, partner, dt.datetime.now(dt.UTC), data
+        )
 
 
 def test_the_e2e_partner_clients_signed_assertion_verifies(tmp_path: Path) -> None:
@@ -488,3 +492,208 @@ def test_the_e2e_partner_clients_signed_assertion_verifies(tmp_path: Path) -> No
     )
     assert identity is not None and identity.verified
     assert (identity.subject_id, identity.purpose_of_use) == ("Dr Alice Example", "TREATMENT")
+
+
+# ---- verified-assertion cache (issue #11) ------------------------------------------------------
+class CountingVerifier:
+    """Counts signxml verifications (the expensive step the cache saves)."""
+
+    calls = 0
+
+
+@pytest.fixture
+def signxml_calls(monkeypatch: pytest.MonkeyPatch) -> type[CountingVerifier]:
+    import soap_edge.security.xua as xua_module
+
+    real = xua_module.XMLVerifier
+
+    class Counting(real):  # type: ignore[misc,valid-type]
+        def verify(self, *args: Any, **kwargs: Any) -> Any:
+            CountingVerifier.calls += 1
+            return super().verify(*args, **kwargs)
+
+    CountingVerifier.calls = 0
+    monkeypatch.setattr(xua_module, "XMLVerifier", Counting)
+    return CountingVerifier
+
+
+class Clock:
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def caching(clock: Clock, **policy: Any) -> XuaVerifier:
+    values: dict[str, Any] = {"cache_seconds": 300.0, **policy}
+    return XuaVerifier(XuaPolicy(**values), clock=clock)
+
+
+def epic(pki: Pki, **saml: Any) -> Any:
+    partner = registry(pki, **saml).get("epic")
+    assert partner is not None
+    return partner
+
+
+def test_cache_reuses_a_verified_assertion_across_requests(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    assertion = signed(pki)
+    partner = epic(pki)
+    v = caching(Clock())
+    first = v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    # A second request of the session: a new envelope (new MessageID), the same assertion.
+    second = v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 1
+    assert first == second
+    assert second is not None and second.verified and second.subject_id == "CONE, Stephen"
+
+
+def test_cache_is_off_by_default(pki: Pki, signxml_calls: type[CountingVerifier]) -> None:
+    assertion = signed(pki)
+    partner = epic(pki)
+    v = verifier()
+    v.verify(envelope(assertion), partner)
+    v.verify(envelope(assertion), partner)
+    assert signxml_calls.calls == 2
+
+
+def test_cache_hit_still_checks_time_audience_and_confirmation(pki: Pki) -> None:
+    clock = Clock()
+    assertion = signed(pki, confirmation=HOLDER_OF_KEY, hok_cert=pki.partner.cert)
+    partner = epic(pki, subject_confirmation_methods=["holder-of-key"])
+    v = caching(clock)
+    ok = v.verify(
+        envelope(assertion),
+        partner,
+        endpoint_audiences=[AUDIENCE],
+        client_certificate=pki.partner.cert,
+    )
+    assert ok is not None and ok.subject_confirmation == HOLDER_OF_KEY
+    # Another endpoint's audience: the cached assertion is not for it.
+    with pytest.raises(errors.AudienceMismatch):
+        v.verify(
+            envelope(assertion),
+            partner,
+            endpoint_audiences=["https://other.example/xca"],
+            client_certificate=pki.partner.cert,
+        )
+    # Holder-of-key binds to the TLS client certificate of *this* connection.
+    with pytest.raises(errors.SubjectConfirmationFailed):
+        v.verify(
+            envelope(assertion),
+            partner,
+            endpoint_audiences=[AUDIENCE],
+            client_certificate=pki.stranger.cert,
+        )
+    clock.now = NOW + dt.timedelta(hours=1)
+    with pytest.raises(errors.AssertionExpired):
+        v.verify(
+            envelope(assertion),
+            partner,
+            endpoint_audiences=[AUDIENCE],
+            client_certificate=pki.partner.cert,
+        )
+
+
+def test_cache_entry_does_not_outlive_not_on_or_after(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    clock = Clock()
+    assertion = signed(pki, not_on_or_after=NOW + dt.timedelta(seconds=10))
+    partner = epic(pki)
+    v = caching(clock)
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 1
+    # Past NotOnOrAfter but inside the clock skew: accepted as before, by a full verification.
+    clock.now = NOW + dt.timedelta(seconds=20)
+    assert v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE]) is not None
+    assert signxml_calls.calls == 2
+
+
+def test_cache_entry_does_not_outlive_the_configured_maximum(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    clock = Clock()
+    assertion = signed(pki)  # valid 10 minutes
+    partner = epic(pki)
+    v = caching(clock, cache_seconds=30.0)
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    clock.now = NOW + dt.timedelta(seconds=31)
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 2
+
+
+def test_failures_are_never_cached(pki: Pki, signxml_calls: type[CountingVerifier]) -> None:
+    assertion = signed(pki)
+    tampered = copy.deepcopy(assertion)
+    issuer = tampered.find(f"{{{SAML2}}}Issuer")
+    assert issuer is not None
+    issuer.text = "https://evil.example"
+    partner = epic(pki)
+    v = caching(Clock())
+    for _ in range(2):
+        with pytest.raises(errors.InvalidSignature):
+            v.verify(envelope(tampered), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 2
+    # A signature that verifies but fails a later check is not remembered either.
+    for _ in range(2):
+        with pytest.raises(errors.AudienceMismatch):
+            v.verify(envelope(assertion), partner, endpoint_audiences=[])
+    assert signxml_calls.calls == 4
+
+
+def test_one_time_use_assertions_are_never_cached(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    unsigned = build_assertion()
+    conditions = unsigned.find(f"{{{SAML2}}}Conditions")
+    assert conditions is not None
+    etree.SubElement(conditions, f"{{{SAML2}}}OneTimeUse")
+    assertion = sign(unsigned, pki.issuer)
+    partner = epic(pki)
+    v = caching(Clock())
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 2
+
+
+def test_cache_hit_still_refuses_a_duplicate_id_in_the_envelope(pki: Pki) -> None:
+    assertion = signed(pki)
+    partner = epic(pki)
+    v = caching(Clock())
+    v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    decoy = etree.Element("{urn:test}Payload", ID=str(assertion.get("ID")))
+    with pytest.raises(errors.InvalidSignature, match="not unique"):
+        v.verify(envelope(assertion, body=decoy), partner, endpoint_audiences=[AUDIENCE])
+
+
+def test_cache_is_per_partner_configuration(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    assertion = signed(pki)
+    v = caching(Clock())
+    v.verify(envelope(assertion), epic(pki), endpoint_audiences=[AUDIENCE])
+    # Same partner id, reloaded configuration: verified again, and its issuer list applies.
+    with pytest.raises(errors.UntrustedIssuer):
+        v.verify(
+            envelope(assertion),
+            epic(pki, issuers=["https://other-idp.example"]),
+            endpoint_audiences=[AUDIENCE],
+        )
+    assert signxml_calls.calls == 2
+
+
+def test_cache_is_a_bounded_lru(pki: Pki, signxml_calls: type[CountingVerifier]) -> None:
+    a, b, c = signed(pki), signed(pki), signed(pki)
+    partner = epic(pki)
+    v = caching(Clock(), cache_entries=2)
+    for assertion in (a, b, a, c):  # c evicts b, the least recently used
+        v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 3
+    v.verify(envelope(a), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 3
+    v.verify(envelope(b), partner, endpoint_audiences=[AUDIENCE])
+    assert signxml_calls.calls == 4

@@ -15,10 +15,11 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
-from soap_edge.app import create_app, create_management_app
+from soap_edge.app import ENDPOINTS, create_app, create_management_app
 from soap_edge.config import Settings
 from soap_edge.security.runtime import server_ssl_context
 from soap_edge.security.transport import bounded_protocol
+from soap_edge.tracing import SoapServerSpan, excluded_url_pattern
 from xcagw_common import telemetry
 from xcagw_common.logging import setup_logging
 
@@ -28,15 +29,20 @@ log = logging.getLogger("soap_edge")
 def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
     """A uvicorn server for our app and its already-bound socket (port 0 picks a free one)."""
     app = create_app(settings)
+    # The SOAP endpoints' SERVER span (with the incoming traceparent) comes from SoapServerSpan,
+    # at a fraction of the generic ASGI instrumentation's cost (soap_edge/tracing.py); outermost
+    # of our middleware, so HardeningMiddleware's refusals are in it too.
+    app.add_middleware(SoapServerSpan, paths=frozenset(ENDPOINTS))
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        # Health and metrics polls would drown the traces. The server span stays (with the
-        # incoming traceparent); its per-ASGI-message receive/send child spans carry nothing a
-        # trace needs and cost a tenth of a cached request (benchmarks/PROFILE.md).
+        # Health and metrics polls would drown the traces; the SOAP endpoints have their span
+        # above. Everything else keeps the instrumentor's server span, without the per-ASGI-
+        # message receive/send child spans (nothing a trace needs; benchmarks/PROFILE.md).
+        excluded = ["health/live", "health/ready", "metrics", excluded_url_pattern(ENDPOINTS)]
         FastAPIInstrumentor.instrument_app(
             app,
-            excluded_urls="health/live,health/ready,metrics",
+            excluded_urls=",".join(excluded),
             exclude_spans=["receive", "send"],
         )
     except ImportError:  # pragma: no cover - the dependency is declared; keep serving without it

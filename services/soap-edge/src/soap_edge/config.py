@@ -94,6 +94,17 @@ class Settings(BaseServiceSettings):
         description="Accepted SAML audiences besides our endpoint URLs and each partner's own.",
     )
     xua_clock_skew_seconds: float = Field(default=60.0, ge=0, le=600)
+    xua_verified_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="Keep a successfully verified XUA assertion (same bytes, same partner) this "
+        "long, never past its NotOnOrAfter; 0 verifies every request afresh "
+        "(soap_edge.security.xua).",
+    )
+    xua_verified_cache_entries: int = Field(
+        default=4096, ge=0, description="At most this many verified assertions are kept (LRU)."
+    )
     default_rate_limit_per_second: float | None = Field(
         default=None, gt=0, description="Rate limit for partners without their own."
     )

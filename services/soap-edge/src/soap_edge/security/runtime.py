@@ -118,6 +118,8 @@ class SecurityRuntime:
                     audiences=frozenset(settings.xua_audiences),
                     clock_skew=timedelta(seconds=settings.xua_clock_skew_seconds),
                     required=settings.xua_required,
+                    cache_seconds=settings.xua_verified_cache_seconds,
+                    cache_entries=settings.xua_verified_cache_entries,
                 )
             ),
             PartnerRateLimiter(redis, default_limit=default_limit),

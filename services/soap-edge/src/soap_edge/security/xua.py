@@ -19,16 +19,35 @@ Checks in the order of ihe-xca-rules §10.1, each failure a specific `SecurityEr
    binds the assertion to the TLS client certificate.
 6. Attributes: subject-id, organisation, organisation id, role, purpose of use (permitted set,
    TREATMENT by default), homeCommunityId (IHE and NHIN names), resource-id, NPI.
+
+Verified-assertion cache (`XuaPolicy.cache_seconds`, issue #11). Under IHE XUA (ITI TF-2b
+3.40, ITI-40) the X-Service User conveys the identity assertion its identity provider issued in
+the WS-Security header of each transaction, and an XCA initiating gateway reuses it for the
+requests of a user's session until it expires; neither XUA nor ihe-xca-rules §10.1 asks for
+one-time use. Steps 2, 3 and 6 - the signature and everything read from the signed element
+alone - are a pure function of the assertion's exact bytes and the partner's pinned
+configuration, so a *successful* result is kept, keyed by SHA-256 of those bytes (the serialised
+assertion signxml is given) and held for that `Partner` object only, for no longer than
+`cache_seconds`, the assertion's Conditions/@NotOnOrAfter (SAML 2.0 Core §2.5.1.2) and the
+pinned certificate's validity. On a hit everything that depends on the request or the clock is
+checked again: step 1, the envelope-wide ID uniqueness, step 4 (times; the audiences of this
+endpoint) and step 5 (subject confirmation against this TLS client certificate). Failures are
+never cached; an assertion with a OneTimeUse condition is never cached (SAML 2.0 Core §2.5.1.5:
+its issuer wants fresh information for each use, not an assertion the relying party retains).
+soap-edge has no assertion replay detection, so a hit accepts exactly what a fresh verification
+would. Bounded LRU (`cache_entries`).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -181,9 +200,59 @@ class XuaPolicy:
     clock_skew: timedelta = timedelta(seconds=60)
     required: bool = True
     max_assertion_bytes: int = 64 * 1024
+    # Verified-assertion cache (module docstring): 0 disables it.
+    cache_seconds: float = 0.0
+    cache_entries: int = 1024
 
 
 Clock = Callable[[], datetime]
+
+# SAML Core §5.4.2 / XML-DSig: the element a same-document Reference names is the one whose
+# ID-typed attribute has that value; any attribute named ID/Id/id counts here.
+_SAME_ID = etree.XPath(
+    "descendant-or-self::*"
+    "[@*[(local-name()='ID' or local-name()='Id' or local-name()='id') and .=$id]]"
+)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What a successful verification established from the assertion bytes alone."""
+
+    partner: Partner
+    # Only the request- and clock-dependent parts of the signed element (IssueInstant,
+    # Conditions, Subject), re-checked on every hit; the rest is summed up in `identity`.
+    checks: etree._Element
+    identity: XuaIdentity
+    certificate_not_before: datetime
+    expires: datetime
+
+
+class _VerifiedCache:
+    """Bounded LRU of successful verifications (asyncio: one thread, no lock needed)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[bytes, _Verified] = OrderedDict()
+
+    def get(self, key: bytes, partner: Partner, now: datetime) -> _Verified | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.partner is not partner or not entry.certificate_not_before <= now < entry.expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: bytes, entry: _Verified) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _utcnow() -> datetime:
@@ -196,6 +265,11 @@ class XuaVerifier:
     def __init__(self, policy: XuaPolicy, *, clock: Clock = _utcnow) -> None:
         self.policy = policy
         self._clock = clock
+        self._cache = (
+            _VerifiedCache(policy.cache_entries)
+            if policy.cache_seconds > 0 and policy.cache_entries > 0
+            else None
+        )
         # signxml logs every canonicalised assertion at DEBUG: that is the requester's identity
         # and the patient's resource-id, which must never reach a log.
         logging.getLogger("signxml").setLevel(logging.WARNING)
@@ -216,13 +290,69 @@ class XuaVerifier:
         if not partner.saml.verify:
             return self._unverified(assertion)
         now = self._clock()
-        signed, issuer_fp = self._verify_signature(envelope, assertion, partner, now)
-        self._check_times(signed, now)
         audiences = set(self.policy.audiences) | set(partner.saml.audiences)
         audiences |= {a for a in endpoint_audiences if a}
+        data = etree.tostring(assertion)
+        key = hashlib.sha256(data).digest() if self._cache is not None else b""
+        hit = self._cache.get(key, partner, now) if self._cache is not None else None
+        if hit is not None:
+            # Same bytes, same partner: the signature, issuer and attributes are as verified;
+            # what depends on this envelope, this endpoint, this client and now is checked again.
+            self._check_unique_id(envelope, hit.identity.assertion_id)
+            self._check_times(hit.checks, now)
+            self._check_audience(hit.checks, audiences)
+            confirmation = self._check_subject_confirmation(
+                hit.checks, partner, client_certificate, now
+            )
+            if confirmation == hit.identity.subject_confirmation:
+                return hit.identity
+            return replace(hit.identity, subject_confirmation=confirmation)
+        signed, issuer_fp, cert = self._verify_signature(envelope, assertion, partner, now, data)
+        self._check_times(signed, now)
         self._check_audience(signed, audiences)
         confirmation = self._check_subject_confirmation(signed, partner, client_certificate, now)
-        return self._identity(signed, partner, confirmation, issuer_fp)
+        identity = self._identity(signed, partner, confirmation, issuer_fp)
+        if self._cache is not None:
+            self._remember(key, signed, partner, identity, cert, now)
+        return identity
+
+    def _remember(
+        self,
+        key: bytes,
+        signed: etree._Element,
+        partner: Partner,
+        identity: XuaIdentity,
+        cert: x509.Certificate,
+        now: datetime,
+    ) -> None:
+        """Cache a success, bounded by the policy, the assertion's and the certificate's life."""
+        assert self._cache is not None  # noqa: S101 - only called with a cache
+        conditions = signed.findall(_q(SAML2, "Conditions"))
+        if any(c.find(_q(SAML2, "OneTimeUse")) is not None for c in conditions):
+            # SAML Core §2.5.1.5: a OneTimeUse assertion is not to be retained for reuse.
+            return
+        checks = etree.Element(_q(SAML2, "Assertion"), IssueInstant=signed.get("IssueInstant", ""))
+        for child in signed:
+            if child.tag in (_q(SAML2, "Conditions"), _q(SAML2, "Subject")):
+                checks.append(copy.deepcopy(child))
+        expires = min(
+            now + timedelta(seconds=self.policy.cache_seconds),
+            # The time check allows the skew past NotOnOrAfter; the entry does not outlive it.
+            identity.not_on_or_after,
+            cert.not_valid_after_utc,
+        )
+        if expires <= now:
+            return
+        self._cache.put(
+            key,
+            _Verified(
+                partner=partner,
+                checks=checks,
+                identity=identity,
+                certificate_not_before=cert.not_valid_before_utc,
+                expires=expires,
+            ),
+        )
 
     # ---- 1. Locate exactly one assertion -------------------------------------------------------
     def _locate(self, envelope: etree._Element, required: bool) -> etree._Element | None:
@@ -251,8 +381,12 @@ class XuaVerifier:
         assertion: etree._Element,
         partner: Partner,
         now: datetime,
-    ) -> tuple[etree._Element, str]:
-        """The verified (signed) assertion element and its issuer certificate fingerprint."""
+        data: bytes,
+    ) -> tuple[etree._Element, str, x509.Certificate]:
+        """The verified (signed) assertion, its issuer certificate and that one's fingerprint.
+
+        `data` is `etree.tostring(assertion)`: what signxml verifies (and the cache key).
+        """
         assertion_id = assertion.get("ID") or ""
         if not assertion_id:
             raise MalformedSecurityHeader("saml2:Assertion without ID")
@@ -263,21 +397,7 @@ class XuaVerifier:
             raise InvalidSignature("more than one ds:Signature on the assertion")
         signature = signatures[0]
         self._check_signed_info(signature, assertion_id)
-        # SAML Core §5.4.2: the Reference must point at the assertion's own ID, and that ID must
-        # identify exactly one element, or the digest could cover a different element.
-        same_id = [
-            el
-            for el in envelope.iter()
-            if isinstance(el.tag, str)
-            and any(
-                etree.QName(k).localname in ("ID", "Id", "id") and v == assertion_id
-                for k, v in el.attrib.items()
-            )
-        ]
-        if len(same_id) != 1:
-            raise InvalidSignature("assertion ID is not unique in the envelope")
-
-        data = etree.tostring(assertion)
+        self._check_unique_id(envelope, assertion_id)
         if len(data) > self.policy.max_assertion_bytes:
             raise MalformedSecurityHeader("assertion too large")
         trusted = partner.issuer_fingerprints()
@@ -328,8 +448,16 @@ class XuaVerifier:
             issuer = (signed.findtext(_q(SAML2, "Issuer")) or "").strip()
             if partner.saml.issuers and issuer not in partner.saml.issuers:
                 raise UntrustedIssuer("saml2:Issuer not in the partner's issuer list")
-            return signed, fp
+            return signed, fp, cert
         raise InvalidSignature(f"signature verification failed: {type(last).__name__}")
+
+    @staticmethod
+    def _check_unique_id(envelope: etree._Element, assertion_id: str) -> None:
+        # SAML Core §5.4.2: the Reference must point at the assertion's own ID, and that ID must
+        # identify exactly one element, or the digest could cover a different element.
+        same_id = _SAME_ID(envelope, id=assertion_id)
+        if not isinstance(same_id, list) or len(same_id) != 1:
+            raise InvalidSignature("assertion ID is not unique in the envelope")
 
     @staticmethod
     def _check_signed_info(signature: etree._Element, assertion_id: str) -> None:
