@@ -69,7 +69,7 @@ bench: install ## Benchmarks: converter, SOAP parse/serialise, Redis store, thro
 	$(BIN)/python services/ccda-converter/benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_soap.py
 	$(BIN)/python benchmarks/bench_store.py
-	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_throughput.py --xua signed
 	$(BIN)/python benchmarks/bench_capacity.py
 	$(BIN)/python benchmarks/profile_soap_edge.py --pyinstrument
 

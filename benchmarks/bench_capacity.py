@@ -114,15 +114,17 @@ async def store_documents(stack: Stack) -> dict[str, Any]:
     usage = redis_usage(client)
     client.close()
     n = len(stored)
-    doc_bytes = sum(v["bytes"] for k, v in usage.items() if k.startswith("soap-edge:doc"))
-    ccd_total = sum(s["ccd_bytes"] for s in stored)
+    doc_keys = usage.get("soap-edge:doc", {"keys": 0, "bytes": 0})
+    ccd_mean = sum(s["ccd_bytes"] for s in stored) / n if n else 0.0
+    per_doc = doc_keys["bytes"] / doc_keys["keys"] if doc_keys["keys"] else 0.0
     return {
         "patients_with_documents": n,
-        "ccd_bytes_mean": round(ccd_total / n) if n else 0,
+        "stored_documents": doc_keys["keys"],
+        "ccd_bytes_mean": round(ccd_mean),
         "redis_used_memory_growth_bytes": after - before,
         "redis_used_memory_growth_per_document": round((after - before) / n) if n else 0,
-        "soap_edge_document_key_bytes_per_document": round(doc_bytes / n) if n else 0,
-        "overhead_over_ccd_size": round(doc_bytes / ccd_total, 3) if ccd_total else 0.0,
+        "soap_edge_document_key_bytes_per_document": round(per_doc),
+        "overhead_over_ccd_size": round(per_doc / ccd_mean, 3) if ccd_mean else 0.0,
         "keys_by_kind": usage,
     }
 
@@ -279,7 +281,7 @@ def main() -> int:
     mem = report["redis_per_document"]
     print(f"machine: {report['machine_before']}")
     print(
-        f"Redis: {mem['patients_with_documents']} documents, CCD mean {mem['ccd_bytes_mean']} B, "
+        f"Redis: {mem['stored_documents']} documents, CCD mean {mem['ccd_bytes_mean']} B, "
         f"soap-edge document keys {mem['soap_edge_document_key_bytes_per_document']} B/document "
         f"(x{mem['overhead_over_ccd_size']} of the CCD), used_memory growth "
         f"{mem['redis_used_memory_growth_per_document']} B/document (all services' keys)"
