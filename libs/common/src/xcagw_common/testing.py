@@ -144,7 +144,14 @@ class RedisCluster:
     def __init__(self, masters: int = 3, *, node_timeout_ms: int = 5000) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
-        self.ports = [_cluster_port() for _ in range(masters)]
+        self.ports: list[int] = []
+        while len(self.ports) < masters:
+            # Free ports are picked without holding them: two picks can coincide, and one
+            # node's bus port (port + 10000) may be another node's client port.
+            port = _cluster_port()
+            taken = set(self.ports) | {p + 10000 for p in self.ports}
+            if port not in taken and port + 10000 not in taken:
+                self.ports.append(port)
         self.node_timeout_ms = node_timeout_ms
         self._dir = Path(tempfile.mkdtemp(prefix="xcagw-redis-cluster-"))
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
