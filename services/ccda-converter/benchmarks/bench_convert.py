@@ -104,6 +104,10 @@ def _default_repeat(spec: str) -> int:
     return 21 if size <= 1000 else 7 if size <= 5000 else 5
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,20 +164,22 @@ def main() -> int:
             + f"; max/min {spread:.2f} ({'linear' if spread <= 1.5 else 'NOT linear'}: <= 1.5)"
         )
     print()  # noqa: T201
+    # The targets are wall-clock medians; "normalised" estimates the idle machine (CPU share
+    # corrected). Both verdicts are printed: on a loaded machine they can disagree.
     for r in rows:
         if r["bundle"] == LARGEST_REAL:
-            ok = r["norm_ms"] < TARGET_REAL_MS
             print(  # noqa: T201
-                f"target largest real bundle < {TARGET_REAL_MS:.0f} ms: median "
-                f"{r['median_ms']:.1f} ms, normalised {r['norm_ms']:.1f} ms -> "
-                f"{'met' if ok else 'NOT met'} (normalised)"
+                f"target largest real bundle < {TARGET_REAL_MS:.0f} ms: "
+                f"median {r['median_ms']:.1f} ms -> {_verdict(r['median_ms'] < TARGET_REAL_MS)}; "
+                f"normalised {r['norm_ms']:.1f} ms -> {_verdict(r['norm_ms'] < TARGET_REAL_MS)}"
             )
         if r["bundle"] == "synthetic:10000":
-            ok = r["norm_ms"] < TARGET_10K_MS and r["peak_rss_mb"] < TARGET_10K_RSS_MB
+            rss_ok = r["peak_rss_mb"] < TARGET_10K_RSS_MB
             print(  # noqa: T201
                 f"target 10,000 entries < {TARGET_10K_MS:.0f} ms and < {TARGET_10K_RSS_MB:.0f} MB:"
-                f" median {r['median_ms']:.1f} ms, normalised {r['norm_ms']:.1f} ms, peak RSS "
-                f"{r['peak_rss_mb']:.1f} MB -> {'met' if ok else 'NOT met'} (normalised)"
+                f" median {r['median_ms']:.1f} ms -> {_verdict(r['median_ms'] < TARGET_10K_MS)};"
+                f" normalised {r['norm_ms']:.1f} ms -> {_verdict(r['norm_ms'] < TARGET_10K_MS)};"
+                f" peak RSS {r['peak_rss_mb']:.1f} MB -> {_verdict(rss_ok)}"
             )
     return 0
 

@@ -101,10 +101,16 @@ def run_validator(files: list[Path], cache_dir: Path) -> dict[str, dict[str, Any
 
 
 @pytest.fixture(scope="session")
-def validator_cache(request: pytest.FixtureRequest) -> Path:
+def validator_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A stable folder (<rootdir>/.pytest_cache/d/ccda-validator): the schematron is compiled
-    to XSLT once and reused by later runs."""
-    return Path(request.config.cache.mkdir("ccda-validator"))
+    to XSLT once and reused by later runs. With the cache plugin disabled
+    (``-p no:cacheprovider``) a folder of the session: compiled once per run."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return tmp_path_factory.mktemp("ccda-validator")
+    return Path(cache.mkdir("ccda-validator"))
 
 
 @pytest.fixture

@@ -272,6 +272,61 @@ def test_allergies_nka_resolved_reactions_and_empty_reason() -> None:
     assert_refs_resolve(root)
 
 
+def test_allergy_status_observation_from_clinical_status() -> None:
+    """ConceptMap-FC-AllergyStatus: a known STU3 clinicalStatus becomes an Allergy Status
+    Observation (4.28) in the Allergy - Intolerance Observation; an absent or unknown one
+    gives none."""
+    substances = {
+        "active": "373270004",
+        "inactive": "256349002",
+        "resolved": "91936005",
+        None: "300916003",
+        "refuted": "227493005",
+    }
+    allergies = []
+    for i, (status, code) in enumerate(substances.items()):
+        res = {
+            "resourceType": "AllergyIntolerance",
+            "id": f"a{i}",
+            "category": ["medication"],
+            "code": cc(code, f"Substance {i}"),
+            "recorder": {"reference": "Practitioner/pr1"},
+            "assertedDate": "2020-01-01",
+        }
+        if status is not None:
+            res["clinicalStatus"] = status
+        allergies.append(res)
+    practitioner = {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Who"}]}
+    root, _ = convert(practitioner, *allergies)
+    found = {}
+    for obs in section(root, "48765-2").xpath(
+        "cda:entry/cda:act/cda:entryRelationship/cda:observation", namespaces=NS
+    ):
+        substance = obs.xpath(".//cda:playingEntity/cda:code/@code", namespaces=NS)[0]
+        status = obs.xpath(
+            "cda:entryRelationship[@typeCode='SUBJ'][@inversionInd='true']/cda:observation"
+            "[cda:templateId[@root='2.16.840.1.113883.10.20.22.4.28'][@extension='2019-06-20']]",
+            namespaces=NS,
+        )
+        if status:
+            assert status[0].find("cda:code", NS).get("code") == "33999-4"
+            assert status[0].find("cda:statusCode", NS).get("code") == "completed"
+            value = status[0].find("cda:value", NS)
+            assert value.get("{http://www.w3.org/2001/XMLSchema-instance}type") == "CE"
+            assert value.get("codeSystem") == "2.16.840.1.113883.6.96"
+            found[substance] = value.get("code")
+        # Schema order: the author before the participant, the status relationship after it.
+        names = [etree.QName(child).localname for child in obs]
+        assert names.index("author") < names.index("participant")
+        if status:
+            assert names.index("participant") < names.index("entryRelationship")
+    assert found == {
+        substances["active"]: "55561003",
+        substances["inactive"]: "73425007",
+        substances["resolved"]: "413322009",
+    }
+
+
 def test_empty_allergies_list_is_not_no_known_allergies() -> None:
     empty = listing(
         "886921000000105",

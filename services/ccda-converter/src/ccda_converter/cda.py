@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
+from threading import get_ident
 from typing import Any, Final, TypeAlias
 
 from lxml import etree
 
 from ccda_converter.codes import SNOMED, Code, Concept, primary
 from ccda_converter.ns import PROTO_NSMAP, V3_PREFIX, XSI_TYPE
-from ccda_converter.template import E
+from ccda_converter.template import E, adopt
 
 _SE = etree.SubElement
 _V = V3_PREFIX
@@ -93,6 +95,12 @@ def code(
     xsi_type: str | None = None,
 ) -> Element:
     """A fixed code (template-mandated values)."""
+    key = (local, code_value, system, display, system_name, xsi_type)
+    proto = _CODE_PROTO.get(key)
+    if proto is not None:
+        el = proto.__copy__()
+        parent.append(el)
+        return el
     attrib: dict[str, str] = {}
     if xsi_type:
         attrib[XSI_TYPE] = xsi_type
@@ -102,7 +110,16 @@ def code(
         attrib["codeSystemName"] = system_name
     if display:
         attrib["displayName"] = display
-    return fixed(parent, local, attrib)
+    el = fixed(parent, local, attrib)
+    proto = _PROTO.get((local, *attrib.items()))
+    if proto is not None and len(_CODE_PROTO) < 50_000:
+        _CODE_PROTO[key] = proto
+    return el
+
+
+# ``code`` prototypes by its arguments (the same elements as in _PROTO, without building the
+# attribute dict first).
+_CODE_PROTO: dict[tuple[str | None, ...], Element] = {}
 
 
 def _translation(parent: Element, c: Code) -> None:
@@ -134,28 +151,32 @@ def cd(
 
     Records repeat the same codes (one drug, one test, many times): the element is built once and
     later copies are stamped from it (only the originalText reference differs)."""
-    extra = tuple(extra)
+    extra = tuple(extra) if extra else ()
     key = (
         local,
         xsi_type,
         force_null,
         prefer,
-        bool(ref),
-        concept.null_flavor,
-        "" if ref else concept.text,  # with a reference the text is not written
-        tuple(concept.codes),
-        tuple(concept.unknown),
         extra,
+        bool(ref),
+        "" if ref else concept.text,  # with a reference the text is not written
+        concept.signature(),
     )
-    proto = _CD_PROTO.get(key)
-    if proto is not None:
-        el = proto.__copy__()
+    found = _CD_PROTO.get(key)
+    if found is not None:
+        proto, reference, owner = found
+        if ref and owner != get_ident():
+            # Another thread's prototype: never written to from here.
+            el = proto.__copy__()
+            el[0][0].set("value", "#" + ref)
+        else:
+            if ref:
+                reference.set("value", "#" + ref)
+            el = proto.__copy__()
         if before is not None:
             before.addprevious(el)
         else:
             parent.append(el)
-        if ref:
-            el[0][0].set("value", "#" + ref)
         return el
     el = _cd(parent, local, concept, ref, xsi_type, force_null, prefer, extra)
     if before is not None:
@@ -163,13 +184,16 @@ def cd(
         before.addprevious(el)
     if len(_CD_PROTO) >= _CD_PROTO_LIMIT:
         _CD_PROTO.clear()
-    _CD_PROTO[key] = el.__copy__()
+    proto = adopt(el)
+    # The originalText reference (the only part that differs between copies) is written into
+    # the prototype before each copy, by the thread that created it.
+    _CD_PROTO[key] = (proto, proto[0][0] if ref else proto, get_ident())
     return el
 
 
 # CD prototypes by content (process-wide, bounded: cleared when full; dict operations are atomic,
-# prototypes are only ever copied).
-_CD_PROTO: dict[tuple[Any, ...], Element] = {}
+# prototypes are only ever copied, and written only by the thread that created them).
+_CD_PROTO: dict[tuple[Any, ...], tuple[Element, Element, int]] = {}
 _CD_PROTO_LIMIT: Final = 4096
 
 
@@ -410,8 +434,24 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 def ucum(quantity: dict[str, Any]) -> str | None:
     """A UCUM unit for a FHIR Quantity, or None when the unit is not UCUM-expressible."""
-    system = quantity.get("system")
-    unit_code = quantity.get("code")
+    key = (quantity.get("system"), quantity.get("code"), quantity.get("unit"))
+    try:
+        return _UCUM_OF[key]
+    except KeyError:
+        pass
+    except TypeError:  # an object or array where a string belongs: not cacheable
+        return _ucum(*key)
+    found = _UCUM_OF[key] = _ucum(*key)
+    if len(_UCUM_OF) > 4096:
+        _UCUM_OF.clear()
+    return found
+
+
+# ``ucum`` by (system, code, unit): records repeat a handful of units (bounded, process-wide).
+_UCUM_OF: dict[tuple[Any, Any, Any], str | None] = {}
+
+
+def _ucum(system: Any, unit_code: Any, unit: Any) -> str | None:
     if (
         isinstance(system, str)
         and system.strip() == "http://unitsofmeasure.org"
@@ -419,7 +459,6 @@ def ucum(quantity: dict[str, Any]) -> str | None:
         and _UCUM_SAFE.match(unit_code.strip())
     ):
         return unit_code.strip()
-    unit = quantity.get("unit")
     if not isinstance(unit, str):
         unit = unit_code if isinstance(unit_code, str) and system is None else None
     if not isinstance(unit, str) or not unit.strip():
@@ -437,9 +476,7 @@ def number(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return (
-            repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
-        )
+        return repr(value) if math.isfinite(value) else None
     if isinstance(value, str) and _NUMBER.match(value.strip()):
         return value.strip()
     return None
@@ -481,17 +518,18 @@ def pq(
     'tablet', free text) keep their text in a nullFlavor translation (mappingGuidance: non-UCUM
     unit -> PQ translation). With ``countable_ok`` a dose-form unit is simply omitted, as C-CDA
     doseQuantity expects for countable products (e.g. 1 tablet: value="1", no unit)."""
+    # Records repeat the same quantities (doses, vital signs): stamped from ``fixed`` prototypes.
     attrib: dict[str, str] = {}
     if xsi_type:
         attrib[XSI_TYPE] = xsi_type
     if number(quantity.get("value")) is None:
         attrib["nullFlavor"] = "UNK"
-        return _SE(parent, _V + local, attrib)
+        return fixed(parent, local, attrib)
     value, unit, translation = pq_parts(quantity, countable_ok)
     attrib["value"] = value
     if unit:
         attrib["unit"] = unit
-    el = _SE(parent, _V + local, attrib)
+    el = fixed(parent, local, attrib)
     if translation:
         pq_translation(el, value, translation)
     return el
@@ -507,6 +545,32 @@ def quantity_text(quantity: Any) -> str:
     """'5.7 10*9/L' for narrative."""
     if not isinstance(quantity, dict):
         return ""
+    value = quantity.get("value")
+    # The value's type is part of the key: 1 == 1.0 == True, but their texts differ.
+    key = (
+        value.__class__,
+        value,
+        quantity.get("comparator"),
+        quantity.get("unit"),
+        quantity.get("code"),
+    )
+    try:
+        return _QUANTITY_TEXT[key]
+    except KeyError:
+        pass
+    except TypeError:  # an object or array where a string or number belongs
+        return _quantity_text(quantity)
+    text = _QUANTITY_TEXT[key] = _quantity_text(quantity)
+    if len(_QUANTITY_TEXT) > 16384:
+        _QUANTITY_TEXT.clear()
+    return text
+
+
+# ``quantity_text`` by (type of value, value, comparator, unit, code) (bounded, process-wide).
+_QUANTITY_TEXT: dict[tuple[Any, ...], str] = {}
+
+
+def _quantity_text(quantity: dict[str, Any]) -> str:
     value = quantity.get("value")
     comparator = quantity.get("comparator")
     parts = []

@@ -150,12 +150,20 @@ def _codes(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def vital_code(data: dict[str, Any]) -> tuple[str, str] | None:
-    for oid, code in _codes(data):
+    return _vital_of(_codes(data))
+
+
+def _vital_of(codes: list[tuple[str, str]]) -> tuple[str, str] | None:
+    for oid, code in codes:
         if oid == SNOMED and code in VITAL_SNOMED:
             return VITAL_SNOMED[code]
         if oid == LOINC and code in VITAL_LOINC:
-            return next(v for v in VITAL_SNOMED.values() if v[0] == code)
+            return _VITAL_BY_LOINC[code]
     return None
+
+
+# The first VITAL_SNOMED entry for each LOINC code (dicts keep insertion order).
+_VITAL_BY_LOINC: Final = {v[0]: v for v in reversed(VITAL_SNOMED.values())}
 
 
 def _quantity_ok(q: Any) -> bool:
@@ -173,11 +181,12 @@ def bp_components(data: dict[str, Any]) -> list[tuple[dict[str, Any], tuple[str,
 
 
 def classify(data: dict[str, Any]) -> str:
-    codes = {code for _oid, code in _codes(data)}
+    pairs = _codes(data)
+    codes = {code for _oid, code in pairs}
     if codes & BP_CODES or data.get("component"):
         if bp_components(data):
             return "vitals"
-    vital = vital_code(data)
+    vital = _vital_of(pairs)
     if vital is not None and _quantity_ok(data.get("valueQuantity")):
         return "vitals"
     if codes & SMOKING:

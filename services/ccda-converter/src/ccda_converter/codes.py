@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 SNOMED: Final = "2.16.840.1.113883.6.96"
@@ -115,6 +115,14 @@ class Concept:
     unknown: list[tuple[str, str, str]]  # (system, code, display) with no OID
     text: str
     null_flavor: str | None  # a coding from the v3 NullFlavor system
+    _signature: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def signature(self) -> tuple[Any, ...]:
+        """Codes, unknown codings and nullFlavor as one hashable key (computed once)."""
+        sig = self._signature
+        if sig is None:
+            sig = self._signature = (self.null_flavor, tuple(self.codes), tuple(self.unknown))
+        return sig
 
 
 # Per-conversion memo of normalised CodeableConcepts by object identity (the same JSON object is
@@ -196,37 +204,64 @@ def _concept(cc: dict[str, Any]) -> Concept:
         for coding in raw:
             if not isinstance(coding, dict):
                 continue
-            # Real GP Connect data has codes with leading/trailing spaces ('394595002 ').
-            system = coding.get("system")
-            system = system.strip() if isinstance(system, str) else ""
-            code = coding.get("code")
-            code = code.strip() if isinstance(code, str) else ""
-            display = coding.get("display")
-            display = display.strip() if isinstance(display, str) else ""
-            if system in NULL_FLAVOR_SYSTEMS:
-                if code in VALID_NULL_FLAVORS:
-                    null_flavor = code
-                if display and not text:
-                    text = display
-                continue
-            if not code:
-                if display and not text:
-                    text = display
-                continue
-            found = CODE_SYSTEMS.get(system) or system_oid(system)
+            key = (coding.get("system"), coding.get("code"), coding.get("display"))
+            try:
+                found = _CODINGS.get(key)
+            except TypeError:  # a JSON object or array where a string belongs: not cacheable
+                found = _coding(*key)
             if found is None:
-                unknown.append((system, code, display))
+                found = _coding(*key)
+                if len(_CODINGS) >= _CODINGS_LIMIT:
+                    _CODINGS.clear()
+                _CODINGS[key] = found
+            kind, value, display = found
+            if kind == _CODE:
+                codes.append(value)
                 continue
-            oid, name = found
-            if oid == SNOMED and name == "SNOMED CT":
-                name = _sct_name(code)
-            codes.append(Code(code, oid, name, display))
+            if kind == _UNKNOWN:
+                unknown.append(value)
+                continue
+            if kind == _NULL_FLAVOR and value:
+                null_flavor = value
+            if display and not text:
+                text = display
     if not text:
         for c in codes:
             if c.display:
                 text = c.display
                 break
     return Concept(codes, unknown, text, null_flavor)
+
+
+_CODE: Final = 0
+_UNKNOWN: Final = 1
+_NULL_FLAVOR: Final = 2
+_NO_CODE: Final = 3
+
+
+def _coding(system: Any, code: Any, display: Any) -> tuple[int, Any, str]:
+    """What one Coding contributes: (kind, Code / unknown triple / nullFlavor, display)."""
+    # Real GP Connect data has codes with leading/trailing spaces ('394595002 ').
+    system = system.strip() if isinstance(system, str) else ""
+    code = code.strip() if isinstance(code, str) else ""
+    display = display.strip() if isinstance(display, str) else ""
+    if system in NULL_FLAVOR_SYSTEMS:
+        return (_NULL_FLAVOR, code if code in VALID_NULL_FLAVORS else None, display)
+    if not code:
+        return (_NO_CODE, None, display)
+    found = CODE_SYSTEMS.get(system) or system_oid(system)
+    if found is None:
+        return (_UNKNOWN, (system, code, display), display)
+    oid, name = found
+    if oid == SNOMED and name == "SNOMED CT":
+        name = _sct_name(code)
+    return (_CODE, Code(code, oid, name, display), display)
+
+
+# Normalised codings by their raw (system, code, display): records and GP systems repeat the same
+# codings over and over. Process-wide and bounded (cleared when full); values are immutable.
+_CODINGS: dict[tuple[Any, Any, Any], tuple[int, Any, str]] = {}
+_CODINGS_LIMIT: Final = 16384
 
 
 def primary(c: Concept, prefer: tuple[str, ...] = (SNOMED,)) -> Code | None:

@@ -66,7 +66,15 @@ def now_ts(moment: dt.datetime) -> str:
 
 def display_date(value: object) -> str:
     """A human date for narrative tables: the source value trimmed to minutes, 'T' as space."""
-    if not isinstance(value, str) or not value.strip():
+    if value.__class__ is not str:
+        return _display_date(value) if isinstance(value, str) else ""
+    return _display_date(value)
+
+
+@functools.lru_cache(maxsize=32768)
+def _display_date(value: str) -> str:
+    """``display_date`` for a string (memoised: records repeat the same dates)."""
+    if not value.strip():
         return ""
     text = value.strip()
     if "T" in text:

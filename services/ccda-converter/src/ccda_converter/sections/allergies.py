@@ -22,7 +22,7 @@ from ccda_converter.bundle import (
     sub_extension,
     text_of,
 )
-from ccda_converter.codes import ACT_CLASS, ACT_CODE, OBS_VALUE, SNOMED, Concept, concept
+from ccda_converter.codes import ACT_CLASS, ACT_CODE, LOINC, OBS_VALUE, SNOMED, Concept, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.lists import ENDED_ALLERGIES, empty_reason_code, list_code
@@ -71,6 +71,13 @@ SEVERITY: Final = {
     "mild": ("255604002", "Mild"),
     "moderate": ("6736007", "Moderate"),
     "severe": ("24484000", "Severe"),
+}
+# ConceptMap-FC-AllergyStatus: STU3 AllergyIntolerance.clinicalStatus -> Allergy Status
+# Observation value (value set Allergy Clinical Status 2.16.840.1.113762.1.4.1099.29).
+CLINICAL_STATUS: Final = {
+    "active": ("55561003", "Active"),
+    "inactive": ("73425007", "Inactive"),
+    "resolved": ("413322009", "Problem Resolved"),
 }
 CRITICALITY: Final = {
     "high": ("CRITH", "High criticality"),
@@ -140,6 +147,7 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
     nka = next((NO_KNOWN[c.code] for c in substance.codes if c.code in NO_KNOWN), None)
     category = _category(data)
     atype = text_of(data.get("type"))
+    status = CLINICAL_STATUS.get(text_of(data.get("clinicalStatus")))
     clinical = text_of(data.get("clinicalStatus")) or "active"
     end_ext = extension(data, "Extension-CareConnect-GPC-AllergyIntoleranceEnd-1")
     end_date = ext_value(sub_extension(end_ext, "endDate"))
@@ -172,7 +180,8 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
             display_date(data.get("assertedDate")),
             display_date(end_date) if end_date else "",
             note_texts,
-        ]
+        ],
+        (8,) if note_texts else (),
     )
     onset = ctx.ts(data.get("onsetDateTime"))
     asserted = ctx.ts(data.get("assertedDate"))
@@ -180,8 +189,8 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
 
     low = asserted or onset
     recorder = data.get("recorder") or data.get("asserter")
-    _entry, act, obs, entity = section.stamp(
-        _allergy_template(bool(low), bool(ended), resolved, bool(onset), nka),
+    _entry, act, obs, entity, participant = section.stamp(
+        _allergy_template(bool(low), bool(ended), resolved, bool(onset), nka, status is not None),
         {
             "concern_id": ctx.entry_uid(res, "#concern"),
             "ref": "#" + row.id,
@@ -193,10 +202,12 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
             "value": value[0],
             "value_name": value[1],
             "name_ref": "#" + row.name_id,
+            "status": status[0] if status else None,
+            "status_name": status[1] if status else None,
         },
     )
     ctx.author(act, recorder, asserted, res, before=act[-1])
-    ctx.author(obs, recorder, asserted, res, before=obs[-1])
+    ctx.author(obs, recorder, asserted, res, before=participant)
     if not nka:
         cda.cd(entity, "code", substance, ref=row.name_id)
     for i, r in enumerate(reactions):
@@ -232,11 +243,15 @@ def _reaction(
 
 
 @functools.cache
-def _allergy_template(low: bool, high: bool, resolved: bool, onset: bool, nka: bool) -> Template:
+def _allergy_template(
+    low: bool, high: bool, resolved: bool, onset: bool, nka: bool, status: bool
+) -> Template:
     """Allergy Concern Act (4.30) wrapping an Allergy - Intolerance Observation (4.7). Authors go
-    before each one's last child; the substance code into playingEntity (when not NKA).
-    CONF:1198-7504/10085: an active concern needs low; a completed one needs high.
-    CONF:1098-31538: exactly one low (UNK when the onset is not recorded)."""
+    before the act's last child and before the observation's participant; the substance code
+    into playingEntity (when not NKA). CONF:1198-7504/10085: an active concern needs low; a
+    completed one needs high. CONF:1098-31538: exactly one low (UNK when the onset is not
+    recorded). ``status``: an Allergy Status Observation (4.28) for the FHIR clinicalStatus
+    (CONF:1098-31143/31144/31145/31146: entryRelationship SUBJ, inversionInd true)."""
     value = cda.p_code("$value", SNOMED, "$value_name", "SNOMED CT", local="value", xsi_type="CD")
     entity = E.playingEntity({"classCode": "MMAT", "tpl-as": "entity"})
     if nka:
@@ -266,14 +281,33 @@ def _allergy_template(low: bool, high: bool, resolved: bool, onset: bool, nka: b
                         cda.p_ivl(onset, high and resolved, low_slot="onset", high_slot="obs_high"),
                         value,
                         E.participant(
-                            {"typeCode": "CSM"},
+                            {"typeCode": "CSM", "tpl-as": "participant"},
                             E.participantRole({"classCode": "MANU"}, entity),
                         ),
+                        *([_p_allergy_status()] if status else []),
                     ),
                 ),
             ),
         ),
-        handles=("act", "obs", "entity"),
+        handles=("act", "obs", "entity", "participant"),
+    )
+
+
+def _p_allergy_status() -> cda.Element:
+    """Allergy Status Observation (4.28, 2019-06-20 with the R1.1 root, CONF:1198-7317,
+    1198-32962): LOINC 33999-4 Status, statusCode completed, the status as CE (CONF:1198-7318 to
+    1198-7322, 1198-19087, 1198-19131)."""
+    return E.entryRelationship(
+        {"typeCode": "SUBJ", "inversionInd": "true"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN"},
+            *cda.p_templates("2.16.840.1.113883.10.20.22.4.28", "2019-06-20"),
+            cda.p_code("33999-4", LOINC, "Status", "LOINC"),
+            E.statusCode(code="completed"),
+            cda.p_code(
+                "$status", SNOMED, "$status_name", "SNOMED CT", local="value", xsi_type="CE"
+            ),
+        ),
     )
 
 

@@ -57,19 +57,33 @@ class Table:
         """Add a row; it gets an ID (the entry's text/reference) and its first cell another one
         (the originalText/reference of the entry's main code). Cells listed in ``ids`` get an ID
         too (``Row.cell_id``), e.g. a note that a Comment Activity will reference."""
-        if self._tbody is None:
-            self._tbody = self._create()
+        tbody = self._tbody
+        if tbody is None:
+            tbody = self._tbody = self._create()
         self.rows += 1
         row_id = self.section.ctx.narrative_id(self.section.spec.prefix)
         values = {"id": row_id, "nid": row_id + "n"}
         for i in ids:
             values[f"c{i}"] = f"{row_id}c{i}"
-        tr = _row_template(len(cells), ids).stamp_root(self._tbody, values)
-        for td, cell in zip(tr, cells, strict=True):
+        # Cells are reached one by one (a proxy each) only when they get text; an empty string
+        # (an empty text node: <td></td>, unlike an absent value: <td/>) is in the prototype.
+        empty = 0
+        todo = []
+        for i, cell in enumerate(cells):
             if cell.__class__ is str:
-                td.text = cell
+                if cell:
+                    todo.append(i)
+                else:
+                    empty |= 1 << i
             elif cell:
-                _fill(td, cell)
+                todo.append(i)
+        tr = _row_template(len(cells), ids, empty).stamp_root(tbody, values)
+        for i in todo:
+            cell = cells[i]
+            if cell.__class__ is str:
+                tr[i].text = cell
+            else:
+                _fill(tr[i], cell)  # type: ignore[arg-type]
         return Row(row_id, tr, ids)
 
 
@@ -96,12 +110,16 @@ class Row:
 
 
 @functools.cache
-def _row_template(width: int, ids: tuple[int, ...] = ()) -> Template:
-    """<tr ID><td ID/><td/>...</tr> for a row of ``width`` cells (``ids``: cells with an ID)."""
+def _row_template(width: int, ids: tuple[int, ...] = (), empty: int = 0) -> Template:
+    """<tr ID><td ID/><td/>...</tr> for a row of ``width`` cells (``ids``: cells with an ID;
+    ``empty``: bit i set when cell i is an empty string)."""
     cells = [E.td({"ID": "$nid"})] if width else []
     cells += [E.td() for _ in range(width - 1)]
     for i in ids:
         cells[i].set("ID", f"$c{i}")
+    for i, td in enumerate(cells):
+        if empty >> i & 1:
+            td.text = ""
     return Template(E.tr({"ID": "$id"}, *cells))
 
 

@@ -100,7 +100,8 @@ def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -
             text_of(data.get("lotNumber")),
             [r.text for r in (*reasons, *not_given_reasons) if r.text],
             note_texts,
-        ]
+        ],
+        (8,) if note_texts else (),
     )
     when = ctx.ts(data.get("date"))
     lot = text_of(data.get("lotNumber"))

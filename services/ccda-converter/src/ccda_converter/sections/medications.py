@@ -322,7 +322,8 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
             ", ".join(x for x in (rx_type, agency) if x),
             status or "unknown",
             list(dict.fromkeys(note_texts)),
-        ]
+        ],
+        ((1,) if sig_lines or patient_instructions else ()) + ((9,) if note_texts else ()),
     )
 
     timing = _pivl(dosages)

@@ -183,7 +183,7 @@ def _note(ctx: Context, section: Section, table: Table, res: Resource) -> None:
         )
         ctx.narrative(res)
         return
-    row = table.row([effective_text(data), heading or "Note", text or heading, author_name])
+    row = table.row([effective_text(data), heading or "Note", text or heading, author_name], (2,))
     when = effective(ctx, data)
     act = _note_act(ctx, section, res, when, row.cell_id(2), res)
     _author_or_unknown(ctx, act, performer_ref(data), when, res)
@@ -203,7 +203,9 @@ def _document(ctx: Context, section: Section, table: Table, res: Resource) -> No
                 titles.append(title)
     text = "; ".join(x for x in (description, *titles) if x) or kind
     text += " (document held by the GP practice; available through GP Connect Access Document)"
-    row = table.row([display_date(data.get("created") or data.get("indexed")), kind, text, ""])
+    row = table.row(
+        [display_date(data.get("created") or data.get("indexed")), kind, text, ""], (2,)
+    )
     when = ctx.ts(data.get("created")) or ctx.ts(data.get("indexed"))
     act = _note_act(ctx, section, res, when, row.cell_id(2), res)
     authors = as_list(data.get("author"))

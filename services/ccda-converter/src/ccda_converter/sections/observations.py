@@ -127,19 +127,28 @@ def interpretation(obs: cda.Element, data: dict[str, Any]) -> str:
     return c.text
 
 
-def reference_ranges(obs: cda.Element, data: dict[str, Any]) -> list[str]:
-    texts = []
-    for rr in as_list(data.get("referenceRange")):
+def range_labels(data: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
+    """(referenceRange, its text, its narrative label) for each range worth showing."""
+    out: list[tuple[dict[str, Any], str, str]] = []
+    raw = data.get("referenceRange")
+    if raw is None:
+        return out
+    for rr in as_list(raw):
         if not isinstance(rr, dict):
             continue
-        low, high = rr.get("low"), rr.get("high")
         text = text_of(rr.get("text"))
         label = text or " - ".join(
-            x for x in (cda.quantity_text(low), cda.quantity_text(high)) if x
+            x for x in (cda.quantity_text(rr.get("low")), cda.quantity_text(rr.get("high"))) if x
         )
-        if not label:
-            continue
-        texts.append(label)
+        if label:
+            out.append((rr, text, label))
+    return out
+
+
+def reference_ranges(obs: cda.Element, ranges: list[tuple[dict[str, Any], str, str]]) -> None:
+    """referenceRange elements for the ranges from ``range_labels``."""
+    for rr, text, label in ranges:
+        low, high = rr.get("low"), rr.get("high")
         low_ok = isinstance(low, dict) and cda.number(low.get("value")) is not None
         high_ok = isinstance(high, dict) and cda.number(high.get("value")) is not None
         values: dict[str, str | None] = {"text": text}
@@ -155,7 +164,6 @@ def reference_ranges(obs: cda.Element, data: dict[str, Any]) -> list[str]:
             cda.pq_translation(ivl[0], values["lv"] or "", low_tr)
         if high_ok and high_tr:
             cda.pq_translation(ivl[-1], values["hv"] or "", high_tr)
-    return texts
 
 
 @functools.cache
@@ -210,31 +218,42 @@ def result_observation(
         "when": when,
         "cref": comment_ref,
     }
-    quantity = data.get("valueQuantity") if vkey == "valueQuantity" else None
-    simple_value = False
-    if isinstance(quantity, dict) and quantity.get("comparator") not in _COMPARATORS:
-        if cda.number(quantity.get("value")) is not None:
+    # The value, when it has one of the common shapes, is a slot of the template: "pq" (a numeric
+    # UCUM quantity), "st" (text) or "na" (no value at all); None: built by ``add_value``.
+    kind: str | None = None
+    if vkey == "valueQuantity":
+        quantity = data["valueQuantity"]
+        if (
+            isinstance(quantity, dict)
+            and quantity.get("comparator") not in _COMPARATORS
+            and cda.number(quantity.get("value")) is not None
+        ):
             value, unit, translation = cda.pq_parts(quantity)
             if not translation:
-                simple_value = True
+                kind = "pq"
                 values["value"] = value
                 values["unit"] = unit
+    if kind is None and not finding:
+        text = _plain_value(ctx, data, vkey)
+        if text is not None:
+            kind = "st" if text else "na"
+            values["st"] = text or None
     interp = next(
         (c for c in concept(data.get("interpretation")).codes if c.oid == OBS_INTERPRETATION),
         None,
     )
-    _comp, obs, text = _result_template(
+    _comp, obs, text_el = _result_template(
         finding,
         RESULT_STATUS.get(text_of(data.get("status")), "completed"),
         when is not None,
-        simple_value,
+        kind,
         comment_ref is not None,
     ).stamp(parent, values)
     if not finding:
-        cda.cd(obs, "code", code, ref=name_id, prefer=_LOINC_FIRST, before=text)
+        cda.cd(obs, "code", code, ref=name_id, prefer=_LOINC_FIRST, before=text_el)
     # After the value: interpretationCode, author, then the comment (the template's last child).
     anchor = obs[-1] if comment_ref is not None else None
-    if not simple_value:
+    if kind is None:
         el = add_value(
             ctx, obs, data, row_name=name_id, assertion_code=code if finding else None, key=vkey
         )
@@ -255,21 +274,47 @@ def result_observation(
     return obs
 
 
+def _plain_value(ctx: Context, data: dict[str, Any], key: str | None) -> str | None:
+    """What ``add_value`` writes as an ST for an observation that is not a coded finding: the
+    text ('' for the nullFlavor NA value), or None when the value needs its own data type."""
+    if key is not None:
+        value = data[key]
+        if key in _TYPED_DICT_VALUES and isinstance(value, dict):
+            return None
+        if (
+            key == "valueCodeableConcept"
+            or (key == "valueBoolean" and isinstance(value, bool))
+            or (key == "valueInteger" and isinstance(value, int))
+            or (key == "valueDateTime" and ctx.ts(value))
+        ):
+            return None
+        text = value_text(data)
+        if text:
+            return text
+    return text_of(data.get("comment"))
+
+
+_TYPED_DICT_VALUES: Final = frozenset({"valueQuantity", "valueRange"})
 _LOINC_FIRST: Final = (LOINC, SNOMED)
 _COMPARATORS: Final = frozenset({"<", "<=", ">", ">="})
 
 
 @functools.cache
 def _result_template(
-    assertion: bool, status: str, timed: bool, value: bool, comment: bool
+    assertion: bool, status: str, timed: bool, value: str | None, comment: bool
 ) -> Template:
     """component/observation (4.2). ``assertion``: code ASSERTION, else the code is built and
-    goes before <text>. ``value``: a PQ from slots. ``comment``: a Comment Activity (4.64) as
-    the last child (interpretation and author are inserted before it)."""
+    goes before <text>. ``value``: "pq" (PQ from slots), "st" (ST text slot), "na" (ST
+    nullFlavor NA) or None (built by the caller). ``comment``: a Comment Activity (4.64) as the
+    last child (interpretation and author are inserted before it)."""
     code = [cda.p_code("ASSERTION", ACT_CODE, "Assertion", "HL7ActCode")] if assertion else []
     tail = []
-    if value:
+    if value == "pq":
         tail.append(E.value({cda.XSI_TYPE_ATTR: "PQ", "value": "$value", "unit": "$unit"}))
+    elif value == "st":
+        tail.append(E.value({cda.XSI_TYPE_ATTR: "ST"}, "$st"))
+    elif value == "na":
+        tail.append(E.value({cda.XSI_TYPE_ATTR: "ST", "nullFlavor": "NA"}))
     if comment:
         tail.append(
             E.entryRelationship(

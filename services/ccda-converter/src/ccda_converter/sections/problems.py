@@ -146,7 +146,8 @@ def _problem(ctx: Context, section: Section, table: Table, res: Resource, is_act
             display_date(data.get("assertedDate")),
             [f"{kind}: {text}" for kind, _t, text in links],
             note_texts,
-        ]
+        ],
+        (7,) if note_texts else (),
     )
     onset_ts = ctx.ts(onset)
     abatement_ts = ctx.ts(abatement)

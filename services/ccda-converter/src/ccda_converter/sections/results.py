@@ -23,6 +23,7 @@ from ccda_converter.sections.observations import (
     RESULT_STATUS,
     effective,
     effective_text,
+    range_labels,
     reference_ranges,
     result_observation,
     value_text,
@@ -79,31 +80,26 @@ def build(ctx: Context, obs_plan: ObservationPlan) -> cda.Element:
 
 
 def _obs_row(
-    ctx: Context, table: Table, obs: Resource, depth: int, ids: tuple[int, ...] = ()
+    ctx: Context,
+    table: Table,
+    obs: Resource,
+    depth: int,
+    ranges: list[tuple[dict[str, Any], str, str]],
+    comment: str,
 ) -> Any:
     data = obs.data
     name = ctx.concept(data.get("code")).text or "Unnamed observation"
-    rr_text = []
-    for rr in as_list(data.get("referenceRange")):
-        if isinstance(rr, dict):
-            text = text_of(rr.get("text")) or " - ".join(
-                x
-                for x in (cda.quantity_text(rr.get("low")), cda.quantity_text(rr.get("high")))
-                if x
-            )
-            if text:
-                rr_text.append(text)
     return table.row(
         [
             ("\u00a0\u00a0" * depth) + name,
             value_text(data),
-            rr_text,
+            [label for _rr, _text, label in ranges],
             ctx.concept(data.get("interpretation")).text,
             effective_text(data),
             text_of(data.get("status")),
-            text_of(data.get("comment")),
+            comment,
         ],
-        ids,
+        (6,) if comment else (),
     )
 
 
@@ -194,17 +190,19 @@ def _report(
         else:
             cda.sub(obs, "value", {cda.XSI_TYPE_ATTR: "ST", "nullFlavor": "NI"})
     for obs_res, depth in items:
-        has_comment = bool(text_of(obs_res.data.get("comment")))
-        row = _obs_row(ctx, table, obs_res, depth + 1, (6,) if has_comment else ())
+        comment = text_of(obs_res.data.get("comment"))
+        ranges = range_labels(obs_res.data)
+        row = _obs_row(ctx, table, obs_res, depth + 1, ranges, comment)
         obs = result_observation(
             ctx,
             org,
             obs_res,
             row.id,
             row.name_id,
-            comment_ref="#" + row.cell_id(6) if has_comment else None,
+            comment_ref=f"#{row.id}c6" if comment else None,
         )
-        reference_ranges(obs, obs_res.data)
+        if ranges:
+            reference_ranges(obs, ranges)
         ctx.mapped(obs_res)
     ctx.mapped(report)
 
@@ -227,23 +225,13 @@ def _uncategorised(
         value = value_text(data) or "; ".join(
             f"{concept(c.get('code')).text}: {value_text(c)}" for c in components
         )
-        rr = []
-        for r in as_list(data.get("referenceRange")):
-            if isinstance(r, dict):
-                rr.append(
-                    text_of(r.get("text"))
-                    or " - ".join(
-                        x
-                        for x in (cda.quantity_text(r.get("low")), cda.quantity_text(r.get("high")))
-                        if x
-                    )
-                )
+        ranges = range_labels(data)
         note = text_of(data.get("comment"))
         row = table.row(
             [
                 ctx.concept(data.get("code")).text or "Unnamed observation",
                 value,
-                rr,
+                [label for _rr, _text, label in ranges],
                 effective_text(data),
                 note,
             ],
@@ -256,9 +244,10 @@ def _uncategorised(
             row.id,
             row.name_id,
             assertion=True,
-            comment_ref="#" + row.cell_id(4) if note else None,
+            comment_ref=f"#{row.id}c4" if note else None,
         )
-        reference_ranges(obs, data)
+        if ranges:
+            reference_ranges(obs, ranges)
         ctx.mapped(obs_res)
 
 

@@ -75,7 +75,11 @@ def _smoking(ctx: Context, section: Section, table: Table, res: Resource) -> Non
         _social(ctx, section, table, res)
         return
     label = (value.text if value is not None else "") or code.text
-    row = table.row(["Smoking status", label, effective_text(data), text_of(data.get("comment"))])
+    comment_text = text_of(data.get("comment"))
+    row = table.row(
+        ["Smoking status", label, effective_text(data), comment_text],
+        (1, 3) if comment_text else (1,),
+    )
     when = effective(ctx, data)
     _entry, obs = section.stamp(
         _smoking_template(bool(when), bool(finding.display)),

@@ -79,7 +79,10 @@ def _vital(ctx: Context, org: cda.Element, table: Any, res: Resource, when: str)
     else:
         value_text = cda.quantity_text(data.get("valueQuantity"))
     note = text_of(data.get("comment"))
-    row = table.row([effective_text(data), name, value_text, note])
+    # The comment goes on the one observation of a non blood pressure vital sign.
+    row = table.row(
+        [effective_text(data), name, value_text, note], (3,) if note and not comps else ()
+    )
     items: list[tuple[dict[str, Any], tuple[str, str], str]]
     if comps:
         items = [(c, code, f"#{code[0]}") for c, code in comps]
@@ -88,23 +91,38 @@ def _vital(ctx: Context, org: cda.Element, table: Any, res: Resource, when: str)
         if found is None:
             raise ValueError("not a vital sign")
         items = [(data, found, "")]
-    template = _vital_template(bool(when))
     for part, vital, suffix in items:
-        _comp, obs, code = template.stamp(
-            org,
-            {
-                "id": ctx.entry_uid(res, suffix),
-                "code": vital[0],
-                "name": vital[1],
-                "name_ref": "#" + row.name_id,
-                "ref": "#" + row.id,
-                "when": when,
-            },
+        values: dict[str, str | None] = {
+            "id": ctx.entry_uid(res, suffix),
+            "code": vital[0],
+            "name": vital[1],
+            "name_ref": "#" + row.name_id,
+            "ref": "#" + row.id,
+            "when": when,
+        }
+        translations = [c for c in ctx.concept(part.get("code")).codes if c.code != vital[0]]
+        if translations:
+            # The first other coding (the GP's SNOMED code) is a slot of the template.
+            first = translations[0]
+            values["tr_code"] = first.code
+            values["tr_system"] = first.oid
+            values["tr_name"] = first.system_name
+            values["tr_display"] = first.display or None
+        quantity = part["valueQuantity"]
+        simple = False
+        if cda.number(quantity.get("value")) is not None:
+            pq_value, pq_unit, translation = cda.pq_parts(quantity)
+            if not translation:
+                simple = True
+                values["value"] = pq_value
+                values["unit"] = pq_unit
+        _comp, obs, code = _vital_template(bool(when), bool(translations), simple).stamp(
+            org, values
         )
-        for c in ctx.concept(part.get("code")).codes:
-            if c.code != vital[0]:
-                cda.code(code, c.code, c.oid, c.display or None, c.system_name, local="translation")
-        cda.pq(obs, "value", part["valueQuantity"])
+        for c in translations[1:]:
+            cda.code(code, c.code, c.oid, c.display or None, c.system_name, local="translation")
+        if not simple:
+            cda.pq(obs, "value", quantity)
         interpretation(obs, part)
         ctx.author(obs, performer_ref(data), when or None, res)
         if note and not suffix:
@@ -145,28 +163,44 @@ def _organizer_template(timed: bool) -> Template:
 
 
 @functools.cache
-def _vital_template(timed: bool) -> Template:
-    """Vital Sign Observation (4.27): LOINC code (originalText -> the narrative row; other
-    codings are appended as translations), then value, interpretation and author."""
+def _vital_template(timed: bool, translation: bool, value: bool) -> Template:
+    """Vital Sign Observation (4.27): LOINC code (originalText -> the narrative row; the first
+    other coding as a translation slot, further ones are appended), then the value (a PQ from
+    slots, or appended by the caller), interpretation and author."""
+    code = E.code(
+        {
+            "code": "$code",
+            "codeSystem": LOINC,
+            "codeSystemName": "LOINC",
+            "displayName": "$name",
+            "tpl-as": "code",
+        },
+        E.originalText(E.reference(value="$name_ref")),
+    )
+    if translation:
+        code.append(
+            E.translation(
+                code="$tr_code",
+                codeSystem="$tr_system",
+                codeSystemName="$tr_name",
+                displayName="$tr_display",
+            )
+        )
     return Template(
         E.component(
             E.observation(
                 {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
                 *cda.p_templates("2.16.840.1.113883.10.20.22.4.27", "2014-06-09"),
                 E.id(root="$id"),
-                E.code(
-                    {
-                        "code": "$code",
-                        "codeSystem": LOINC,
-                        "codeSystemName": "LOINC",
-                        "displayName": "$name",
-                        "tpl-as": "code",
-                    },
-                    E.originalText(E.reference(value="$name_ref")),
-                ),
+                code,
                 cda.p_text_ref(),
                 E.statusCode(code="completed"),
                 cda.p_ts("effectiveTime", timed),
+                *(
+                    [E.value({cda.XSI_TYPE_ATTR: "PQ", "value": "$value", "unit": "$unit"})]
+                    if value
+                    else []
+                ),
             )
         ),
         handles=("obs", "code"),
