@@ -7,7 +7,7 @@ the client so that commands and scripts meet MOVED redirections.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -23,17 +23,9 @@ from xcagw_common.redis import (
     ping,
 )
 from xcagw_common.resilience import RateLimitExceededError, RedisRateLimiter
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 @pytest.fixture

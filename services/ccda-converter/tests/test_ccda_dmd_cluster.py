@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,19 +17,12 @@ import pytest
 
 from ccda_converter.dmd import CACHE_PREFIX, DmdEnricher
 from xcagw_common.redis import create_redis
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 
 CODES = [f"3972031100000{i:04d}" for i in range(1101, 1113)]
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 class Terminology:

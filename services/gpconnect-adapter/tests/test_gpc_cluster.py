@@ -3,23 +3,13 @@ served across a slot move (MOVED)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from gpconnect_adapter.sds import EndpointCache, ProviderEndpoint
 from xcagw_common.redis import create_redis, ping
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 async def test_endpoint_cache_put_get_invalidate_across_a_slot_move(

@@ -3,7 +3,6 @@ PDS rate limit (one key each, so cluster safe), served across a slot move (MOVED
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from pds_adapter.cache import RATE_LIMIT_NAME, patient_key
 from xcagw.common.v1 import common_pb2
 from xcagw.pds.v1 import pds_adapter_pb2
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 
 if TYPE_CHECKING:  # fixtures' types; conftest is not importable under --import-mode=importlib
     from conftest import AdapterFactory, Sandbox
@@ -26,14 +25,7 @@ CONTEXT = common_pb2.RequestContext(
 )
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 def holder(cluster: RedisCluster, key: str) -> int | None:

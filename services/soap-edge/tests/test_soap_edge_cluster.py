@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from soap_edge.security.partners import Partner, PartnerRegistry
 from soap_edge.security.ratelimit import PartnerRateLimiter
 from soap_edge.store import DocumentRecord, Store, key
 from xcagw_common.redis import RedisClient, create_redis
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 from xcagw_devstack.syslog_sink import SyslogSink
 
 NHS = "9000000009"
@@ -58,14 +58,7 @@ XCR = "urn:ihe:iti:2007:CrossGatewayRetrieve"
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 @pytest.fixture

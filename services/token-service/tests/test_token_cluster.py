@@ -8,7 +8,6 @@ serving from its cache, rotating keys and refreshing tokens after that slot move
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,17 +17,9 @@ from token_service.redis_lock import RedisLock
 from xcagw.common.v1 import common_pb2
 from xcagw.token.v1 import token_service_pb2
 from xcagw_common.redis import create_redis
-from xcagw_common.testing import RedisCluster
+from xcagw_common.testing import RedisCluster, cluster_or_skip
 
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        server = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
-    yield server
-    server.stop()
+cluster = pytest.fixture(scope="session")(cluster_or_skip)
 
 
 def request(force: bool = False) -> token_service_pb2.GetNhsAccessTokenRequest:

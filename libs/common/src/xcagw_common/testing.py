@@ -7,6 +7,7 @@ import socket
 import subprocess  # nosec B404
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -347,6 +348,23 @@ class RedisCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def cluster_or_skip() -> Iterator[RedisCluster]:
+    """Body of a session fixture: a started 3-master cluster, or a pytest skip with the reason.
+
+    Use as ``cluster = pytest.fixture(scope="session")(cluster_or_skip)``.
+    """
+    import pytest  # noqa: PLC0415 - test-only dependency, needed only by the fixtures
+
+    try:
+        server = RedisCluster().start()
+    except RuntimeError as exc:
+        pytest.skip(f"no local Redis Cluster (redis-server without cluster support?): {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def shared_dir() -> Path:
