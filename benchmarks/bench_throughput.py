@@ -57,6 +57,7 @@ from benchlib import (  # noqa: E402
     rss_mb,
     run_load,
     run_wrk,
+    saml_issuer_keypair,
     stack_overrides,
     wrk_available,
 )
@@ -148,7 +149,7 @@ class XuaMode:
         self.key_pem = b""
         self.cert_pem = b""
         if mode == "signed":
-            self.key_pem, self.cert_pem = _issuer_keypair()
+            self.key_pem, self.cert_pem = saml_issuer_keypair()
 
     def overrides(self) -> dict[str, str]:
         """Stack settings for this mode (beat dev.env's partners file)."""
@@ -192,36 +193,6 @@ class XuaMode:
         element = self._pool[self._next % len(self._pool)]
         self._next += 1
         return copy.deepcopy(element)
-
-
-def _issuer_keypair() -> tuple[bytes, bytes]:
-    """A self-signed RSA-2048 SAML issuer certificate, as an IdP's signing certificate."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xcagw bench SAML issuer")])
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
 XUA = XuaMode("dev")

@@ -13,7 +13,6 @@ thread, median of 5 rounds of --n calls. Writes benchmarks/results/xua.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
@@ -21,15 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import machine  # noqa: E402
+from benchlib import machine, saml_issuer_keypair  # noqa: E402
 
 from soap_edge.security.partners import PartnerRegistry  # noqa: E402
 from soap_edge.security.xua import XuaPolicy, XuaVerifier  # noqa: E402
@@ -44,28 +39,6 @@ from xcagw_devstack.partner import (  # noqa: E402
 )
 
 AUDIENCE = "urn:xcagw:bench:soap-edge"
-
-
-def issuer() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xcagw bench SAML issuer")])
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
 def parsed_envelopes(assertion: etree._Element, n: int) -> list[etree._Element]:
@@ -98,7 +71,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "xua.json")
     args = parser.parse_args()
-    key_pem, cert_pem = issuer()
+    key_pem, cert_pem = saml_issuer_keypair()
     registry = PartnerRegistry.from_mapping(
         {
             "partners": [
