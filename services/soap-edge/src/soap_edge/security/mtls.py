@@ -106,11 +106,13 @@ def _tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
     }
 
 
-class TlsPeerH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the ASGI TLS extension in every request scope."""
+class TlsScopeMixin:
+    """Mixed in before a uvicorn protocol class: the ASGI TLS extension in every request scope."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    app: Any
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         tls = _tls_extension(transport)
         if tls is None:
             return
@@ -121,6 +123,10 @@ class TlsPeerH11Protocol(H11Protocol):
             await inner(scope, receive, send)
 
         self.app = app
+
+
+class TlsPeerH11Protocol(TlsScopeMixin, H11Protocol):  # type: ignore[misc]
+    """uvicorn's h11 protocol, plus the ASGI TLS extension in every request scope."""
 
 
 # ---- Reading the identity from a request ------------------------------------------------------

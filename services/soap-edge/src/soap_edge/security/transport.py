@@ -10,12 +10,11 @@ request head is still incomplete after more than `head_limit` bytes, the connect
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from soap_edge.security.mtls import _tls_extension
+from soap_edge.security.mtls import TlsScopeMixin
 
 # Request line plus headers; Settings.max_header_bytes (16 KiB by default) is enforced with a
 # 431 by HardeningMiddleware, this is only the memory bound in front of it.
@@ -66,18 +65,5 @@ def bounded_protocol(head_limit: int, *, tls: bool = False) -> type[BoundedHttpT
     return type(base.__name__, (base,), {"head_limit": head_limit})
 
 
-class TlsPeerHttpToolsProtocol(BoundedHttpToolsProtocol):
+class TlsPeerHttpToolsProtocol(TlsScopeMixin, BoundedHttpToolsProtocol):  # type: ignore[misc]
     """The bounded httptools protocol, plus the ASGI TLS extension in every request scope."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        tls = _tls_extension(transport)
-        if tls is None:
-            return
-        inner = self.app
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})["tls"] = tls
-            await inner(scope, receive, send)
-
-        self.app = app
