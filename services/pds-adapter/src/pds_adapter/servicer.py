@@ -145,7 +145,15 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
             method,
             err.code.name,
             err.reason,
-            extra={"ecs": {"error.code": err.reason, "labels.grpc_code": err.code.name}},
+            extra={
+                "ecs": {
+                    "error.code": err.reason,
+                    "labels.grpc_code": err.code.name,
+                    # ErrorInfo metadata (HTTP status, Spine code, token-service's code): never
+                    # patient data (errors.py), and it tells which hop failed.
+                    **{f"labels.{key}": value for key, value in err.metadata.items()},
+                }
+            },
         )
         await abort(context, err.code, err.message, err.reason, err.metadata)
 
