@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -49,7 +49,29 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-class RedisServer:
+class Managed:
+    """`with Thing() as thing:` starts it and stops it on leaving (for the test servers here)."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(Managed):
     """A real redis-server process on a free port, for tests (context manager).
 
     `kill()` and `start()` again on the same port let tests inject an outage.
@@ -90,17 +112,6 @@ class RedisServer:
         self.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -127,7 +138,7 @@ class ClusterUnavailable(RuntimeError):
     """redis-server could not run in cluster mode here (fixtures skip with this reason)."""
 
 
-class RedisCluster:
+class RedisCluster(Managed):
     """A real Redis Cluster of `masters` redis-server processes on free ports (context manager).
 
     Each node runs with `--cluster-enabled yes` and its own cluster-config-file in a temporary
@@ -337,17 +348,6 @@ class RedisCluster:
                 process.wait(timeout=10)
         self.processes.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def cluster_or_skip() -> Iterator[RedisCluster]:

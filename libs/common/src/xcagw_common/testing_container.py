@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Any, Protocol
 
-from xcagw_common.testing import RedisServer, free_port, wait_for_port
+from xcagw_common.testing import Managed, RedisServer, free_port, wait_for_port
 
 ENV_KIND = "XCAGW_TEST_REDIS"
 ENV_IMAGE = "XCAGW_TEST_REDIS_IMAGE"
@@ -48,7 +48,7 @@ class TestRedis(Protocol):
     ) -> None: ...
 
 
-class RedisContainerServer:
+class RedisContainerServer(Managed):
     """Redis in a container (testcontainers), published on a fixed free host port.
 
     The host port is fixed so that `kill()` then `start()` brings Redis back where the client
@@ -110,17 +110,6 @@ class RedisContainerServer:
         if self._container is not None:
             self._container.stop()
             self._container = None
-
-    def __enter__(self) -> RedisContainerServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def redis_for_tests(*, appendonly: bool = False) -> TestRedis:
