@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 import uvicorn
-from conftest import make_settings
 from lxml import etree
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -69,10 +68,9 @@ def test_ttl_cache_expires_and_stays_within_its_bounds() -> None:
 
 # ---- PDS restriction check cache -----------------------------------------------------------------
 @pytest.fixture
-async def cached_client(
-    redis_server: Any, fakes: FakeBackends, clean: None
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(redis_server.url, fakes, pds_check_cache_seconds=0.5))
+async def cached_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings.pds_check_cache_seconds = 0.5
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://soap-edge.test") as c:
