@@ -85,6 +85,26 @@ def null_ii(parent: Element, flavor: str = "UNK", local: str = "id") -> Element:
     return _SE(parent, _V + local, {"nullFlavor": flavor})
 
 
+def _code_attrib(
+    code_value: str,
+    system: str,
+    display: str | None,
+    system_name: str | None,
+    xsi_type: str | None,
+) -> dict[str, str]:
+    """A fixed code's attributes, in the order every code element is written."""
+    attrib: dict[str, str] = {}
+    if xsi_type:
+        attrib[XSI_TYPE] = xsi_type
+    attrib["code"] = code_value
+    attrib["codeSystem"] = system
+    if system_name:
+        attrib["codeSystemName"] = system_name
+    if display:
+        attrib["displayName"] = display
+    return attrib
+
+
 def code(
     parent: Element,
     code_value: str,
@@ -101,15 +121,7 @@ def code(
         el = proto.__copy__()
         parent.append(el)
         return el
-    attrib: dict[str, str] = {}
-    if xsi_type:
-        attrib[XSI_TYPE] = xsi_type
-    attrib["code"] = code_value
-    attrib["codeSystem"] = system
-    if system_name:
-        attrib["codeSystemName"] = system_name
-    if display:
-        attrib["displayName"] = display
+    attrib = _code_attrib(code_value, system, display, system_name, xsi_type)
     el = fixed(parent, local, attrib)
     proto = _PROTO.get((local, *attrib.items()))
     if proto is not None and len(_CODE_PROTO) < 50_000:
@@ -311,15 +323,7 @@ def p_code(
     xsi_type: str | None = None,
 ) -> Element:
     """A fixed code part as ``code`` writes it."""
-    attrib: dict[str, str] = {}
-    if xsi_type:
-        attrib[XSI_TYPE] = xsi_type
-    attrib["code"] = code_value
-    attrib["codeSystem"] = system
-    if system_name:
-        attrib["codeSystemName"] = system_name
-    if display:
-        attrib["displayName"] = display
+    attrib = _code_attrib(code_value, system, display, system_name, xsi_type)
     return E(local, attrib)
 
 

@@ -66,3 +66,20 @@ def problem_type(parent: cda.Element, code: str = "55607006", display: str = "Pr
     loinc = PROBLEM_TYPE_LOINC[code]
     el = cda.code(parent, code, SNOMED, display, "SNOMED CT")
     cda.code(el, loinc[0], LOINC, loinc[1], "LOINC", local="translation")
+
+
+# Indication (4.19): the reason for a medication or an immunization (reasonCode, explanation);
+# the caller writes the reason's value into the stamped observation (handle "obs").
+INDICATION: Final = Template(
+    E.entryRelationship(
+        {"typeCode": "RSON"},
+        E.observation(
+            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
+            *cda.p_templates("2.16.840.1.113883.10.20.22.4.19", "2014-06-09"),
+            E.id(root="$id"),
+            p_problem_type("404684003", "Clinical finding"),
+            E.statusCode(code="completed"),
+        ),
+    ),
+    handles=("obs",),
+)

@@ -18,7 +18,7 @@ from ccda_converter.codes import Concept, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.sections.base import Section, SectionSpec, Table
-from ccda_converter.sections.common import comment, p_problem_type
+from ccda_converter.sections.common import INDICATION, comment
 from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
@@ -143,7 +143,7 @@ def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -
     if practitioners:
         ctx.author(sbadm, practitioners[0].get("actor"), when, res)
     for j, reason in enumerate(reasons):
-        _rel, obs = _INDICATION.stamp(sbadm, {"id": ctx.entry_uid(res, f"#indication{j}")})
+        _rel, obs = INDICATION.stamp(sbadm, {"id": ctx.entry_uid(res, f"#indication{j}")})
         cda.cd(obs, "value", reason, xsi_type="CD")
     for j, reason in enumerate(not_given_reasons):
         _rel, obs, status = _REFUSAL.stamp(sbadm, {"id": ctx.entry_uid(res, f"#refusal{j}")})
@@ -192,20 +192,6 @@ def _immunization_template(
     )
 
 
-# Indication (4.19) for an explanation reason.
-_INDICATION: Final = Template(
-    E.entryRelationship(
-        {"typeCode": "RSON"},
-        E.observation(
-            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
-            *cda.p_templates("2.16.840.1.113883.10.20.22.4.19", "2014-06-09"),
-            E.id(root="$id"),
-            p_problem_type("404684003", "Clinical finding"),
-            E.statusCode(code="completed"),
-        ),
-    ),
-    handles=("obs",),
-)
 # Immunization Refusal Reason (4.53); its code goes before <statusCode>.
 _REFUSAL: Final = Template(
     E.entryRelationship(

@@ -39,7 +39,7 @@ from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.lists import empty_reason_code, list_code
 from ccda_converter.sections.base import Row, Section, SectionSpec, Table
-from ccda_converter.sections.common import comment, p_problem_type
+from ccda_converter.sections.common import INDICATION, comment
 from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
@@ -536,24 +536,8 @@ def _supply_template(low: bool, high: bool, repeats: bool, quantity: bool) -> Te
 
 
 def _indication(ctx: Context, parent: cda.Element, res: Resource, reason: Concept, j: int) -> None:
-    _rel, obs = _INDICATION.stamp(parent, {"id": ctx.entry_uid(res, f"#indication{j}")})
+    _rel, obs = INDICATION.stamp(parent, {"id": ctx.entry_uid(res, f"#indication{j}")})
     cda.cd(obs, "value", reason, xsi_type="CD")
-
-
-# Indication (4.19) for a reasonCode.
-_INDICATION: Final = Template(
-    E.entryRelationship(
-        {"typeCode": "RSON"},
-        E.observation(
-            {"classCode": "OBS", "moodCode": "EVN", "tpl-as": "obs"},
-            *cda.p_templates("2.16.840.1.113883.10.20.22.4.19", "2014-06-09"),
-            E.id(root="$id"),
-            p_problem_type("404684003", "Clinical finding"),
-            E.statusCode(code="completed"),
-        ),
-    ),
-    handles=("obs",),
-)
 
 
 def _precondition(sbadm: cda.Element, dosage: dict[str, Any]) -> None:
