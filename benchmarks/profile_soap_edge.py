@@ -167,6 +167,8 @@ def py_spy_top(pid: int, seconds: int, out: Path) -> list[tuple[float, str]]:
             str(pid),
             "--duration",
             str(seconds),
+            "--rate",
+            "1000",
             "--format",
             "raw",
             "-o",

@@ -56,7 +56,7 @@ async def test_mtls_partner_listener_and_management_listener(
         }
     )
     server, sock = build_server(tls_settings)
-    management = build_management_server(tls_settings, server.config.app)  # type: ignore[arg-type]
+    management = build_management_server(tls_settings, server.config.app.app)
     assert management is not None
     mgmt_server, mgmt_sock = management
     port, mport = sock.getsockname()[1], mgmt_sock.getsockname()[1]

@@ -15,7 +15,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
-from soap_edge.app import ENDPOINTS, create_app, create_management_app
+from soap_edge.app import ENDPOINTS, SoapFront, create_app, create_management_app, soap_chain
 from soap_edge.config import Settings
 from soap_edge.security.runtime import server_ssl_context
 from soap_edge.security.transport import bounded_protocol
@@ -47,6 +47,13 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
         )
     except ImportError:  # pragma: no cover - the dependency is declared; keep serving without it
         log.warning("FastAPI instrumentation unavailable")
+    # SOAP POSTs skip FastAPI's middleware stack altogether (SoapFront); the span and the
+    # hardening layer around them are the same classes as in the app's own stack.
+    partner_app = SoapFront(
+        app,
+        SoapServerSpan(soap_chain(app, settings), paths=frozenset(ENDPOINTS)),
+        frozenset(ENDPOINTS),
+    )
     tls: dict[str, Any] = {}
     ssl_context = server_ssl_context(settings)
     # httptools (C) instead of h11 (benchmarks/PROFILE.md), with h11's bound on the request head
@@ -62,7 +69,7 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
             "ssl_context_factory": lambda _config, _default: ssl_context,
         }
     config = uvicorn.Config(
-        app,
+        partner_app,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -117,10 +124,10 @@ async def serve(settings: Settings) -> None:
     host, port = sock.getsockname()[:2]
     scheme = "https" if settings.tls_cert_file else "http"
     log.info("soap-edge listening", extra={"ecs": {"url.full": f"{scheme}://{host}:{port}"}})
-    app = server.config.app
-    if not isinstance(app, FastAPI):  # pragma: no cover - build_server always passes the app
+    front = server.config.app
+    if not isinstance(front, SoapFront):  # pragma: no cover - build_server always passes it
         raise TypeError("soap-edge app expected")
-    management = build_management_server(settings, app)
+    management = build_management_server(settings, front.app)
     # uvicorn installs SIGINT/SIGTERM handlers: in-flight requests finish, then the lifespan
     # closes Redis and the gRPC channels. Afterwards it re-raises the signal to the handler it
     # replaced; a no-op there turns a graceful stop into exit status 0 instead of a death by

@@ -477,6 +477,38 @@ class SoapEndpoints:
         await self.app(scope, receive, send)
 
 
+class SoapFront:
+    """Outermost ASGI app of the partner listener: SOAP POSTs go to `soap`, the rest to `app`.
+
+    `soap` is the SOAP endpoints' own short chain (server span, HardeningMiddleware, the
+    Dispatcher), so a partner request no longer crosses FastAPI's middleware stack: Starlette's
+    error middleware, the instrumentor's ASGI middleware (which excludes these paths anyway),
+    FastAPI's native telemetry and body-limit layers cost about 7 % of a cached request
+    (benchmarks/PROFILE.md section 7) and do nothing for it: the Dispatcher answers every
+    failure itself with a SOAP fault and enforces its own body limit. Lifespan events, GETs and
+    every other path reach the FastAPI app exactly as before.
+    """
+
+    def __init__(self, app: FastAPI, soap: ASGIApp, paths: frozenset[str]) -> None:
+        self.app = app
+        self.soap = soap
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            # As Starlette would have set it: Request.app, url_for.
+            scope["app"] = self.app
+            await self.soap(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def soap_chain(app: FastAPI, settings: Settings) -> ASGIApp:
+    """HardeningMiddleware around the Dispatcher: what a SOAP POST needs besides its span."""
+    endpoints = SoapEndpoints(app, app.state.dispatcher, frozenset(ENDPOINTS))
+    return HardeningMiddleware(endpoints, config=hardening_config(settings))
+
+
 def render_fault(fault: SoapFault, relates_to: str | None) -> tuple[bytes, int]:
     headers = response_headers(fault.action, relates_to)
     headers += not_understood_headers(fault)
@@ -707,6 +739,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     dispatcher = Dispatcher(app)
+    app.state.dispatcher = dispatcher
     # SOAP POSTs skip FastAPI's routing, dependency and exception layers (a third of a cached
     # request's CPU, benchmarks/PROFILE.md): the routes below stay for OpenAPI and the WSDL GETs.
     app.add_middleware(SoapEndpoints, dispatcher=dispatcher, paths=frozenset(ENDPOINTS))

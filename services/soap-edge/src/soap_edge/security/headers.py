@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
+from starlette.types import Receive, Scope, Send
 
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),

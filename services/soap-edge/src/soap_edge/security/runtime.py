@@ -12,6 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from starlette.types import Scope
+
 from soap_edge.config import Settings
 from soap_edge.security.audit import ArrEndpoint, AuditForwarder, AuditQueue, AuditSource
 from soap_edge.security.gate import SecurityGate
@@ -62,13 +64,13 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
 
 
-def internal_allowed(settings: Settings) -> Callable[[dict[str, Any]], bool]:
+def internal_allowed(settings: Settings) -> Callable[[Scope], bool]:
     """Who may read /health and /metrics on the partner listener."""
     if settings.management_port >= 0:
         return lambda scope: False
     networks = [ipaddress.ip_network(c, strict=False) for c in settings.internal_endpoint_cidrs]
 
-    def allowed(scope: dict[str, Any]) -> bool:
+    def allowed(scope: Scope) -> bool:
         client = scope.get("client") or (None, None)
         try:
             addr = ipaddress.ip_address(client[0] or "")
