@@ -154,6 +154,16 @@ async def test_real_uvicorn_on_a_socket(settings) -> None:
                 and len(parsed.attachments) == 1
             )
             assert (await http.get("/health/ready")).status_code == 200
+            # SoapFront: the SOAP POSTs above skipped FastAPI's stack but not the hardening
+            # layer; GETs and unknown paths still go through FastAPI.
+            assert got.headers["x-content-type-options"] == "nosniff"
+            assert pdq.headers["x-content-type-options"] == "nosniff"
+            wsdl = await http.get("/iti38?wsdl")
+            assert wsdl.status_code == 200 and b"<definitions" in wsdl.content
+            assert wsdl.headers["x-content-type-options"] == "nosniff"
+            missing = await http.post("/nowhere", content=b"<x/>")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"].startswith("application/soap+xml")
             # The container HEALTHCHECK command against the same server.
             os.environ["SOAP_EDGE_PORT"] = str(port)
             try:
