@@ -154,8 +154,8 @@ async def test_real_uvicorn_on_a_socket(settings) -> None:
                 and len(parsed.attachments) == 1
             )
             assert (await http.get("/health/ready")).status_code == 200
-            # SoapFront: the SOAP POSTs above skipped FastAPI's stack but not the hardening
-            # layer; GETs and unknown paths still go through FastAPI.
+            # SoapEndpoints outermost: the SOAP POSTs above skipped FastAPI's stack but not the
+            # hardening layer; GETs and unknown paths still go through FastAPI.
             assert got.headers["x-content-type-options"] == "nosniff"
             assert pdq.headers["x-content-type-options"] == "nosniff"
             wsdl = await http.get("/iti38?wsdl")

@@ -15,7 +15,13 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
-from soap_edge.app import ENDPOINTS, SoapFront, create_app, create_management_app, soap_chain
+from soap_edge.app import (
+    ENDPOINTS,
+    SoapEndpoints,
+    create_app,
+    create_management_app,
+    soap_chain,
+)
 from soap_edge.config import Settings
 from soap_edge.security.runtime import server_ssl_context
 from soap_edge.security.transport import bounded_protocol
@@ -47,9 +53,9 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, socket.socket]:
         )
     except ImportError:  # pragma: no cover - the dependency is declared; keep serving without it
         log.warning("FastAPI instrumentation unavailable")
-    # SOAP POSTs skip FastAPI's middleware stack altogether (SoapFront); the span and the
+    # SOAP POSTs skip FastAPI's middleware stack altogether (SoapEndpoints); the span and the
     # hardening layer around them are the same classes as in the app's own stack.
-    partner_app = SoapFront(
+    partner_app = SoapEndpoints(
         app,
         SoapServerSpan(soap_chain(app, settings), paths=frozenset(ENDPOINTS)),
         frozenset(ENDPOINTS),
@@ -125,9 +131,10 @@ async def serve(settings: Settings) -> None:
     scheme = "https" if settings.tls_cert_file else "http"
     log.info("soap-edge listening", extra={"ecs": {"url.full": f"{scheme}://{host}:{port}"}})
     front = server.config.app
-    if not isinstance(front, SoapFront):  # pragma: no cover - build_server always passes it
+    app = front.app if isinstance(front, SoapEndpoints) else None
+    if not isinstance(app, FastAPI):  # pragma: no cover - build_server always passes it
         raise TypeError("soap-edge app expected")
-    management = build_management_server(settings, front.app)
+    management = build_management_server(settings, app)
     # uvicorn installs SIGINT/SIGTERM handlers: in-flight requests finish, then the lifespan
     # closes Redis and the gRPC channels. Afterwards it re-raises the signal to the handler it
     # replaced; a no-op there turns a graceful stop into exit status 0 instead of a death by

@@ -457,47 +457,40 @@ class Dispatcher:
             log.warning("async reply delivery failed")
 
 
-class SoapEndpoints:
-    """Pure ASGI middleware: POST to a SOAP endpoint goes straight to the Dispatcher.
+class DispatchApp:
+    """ASGI app that hands every request to the Dispatcher (which never raises)."""
 
-    Inside HardeningMiddleware and the OpenTelemetry ASGI middleware, so limits, security
-    headers and the server span are unchanged; anything else continues to FastAPI's router.
-    """
-
-    def __init__(self, app: ASGIApp, dispatcher: Dispatcher, paths: frozenset[str]) -> None:
-        self.app = app
+    def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            response = await self.dispatcher.handle(Request(scope, receive), scope["path"])
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        # As Starlette sets it, also when SoapEndpoints runs outside FastAPI (build_server).
+        scope["app"] = self.dispatcher.app
+        response = await self.dispatcher.handle(Request(scope, receive), scope["path"])
+        await response(scope, receive, send)
 
 
-class SoapFront:
-    """Outermost ASGI app of the partner listener: SOAP POSTs go to `soap`, the rest to `app`.
+class SoapEndpoints:
+    """Pure ASGI: a POST to a SOAP endpoint goes to `soap`, anything else to `app`.
 
-    `soap` is the SOAP endpoints' own short chain (server span, HardeningMiddleware, the
-    Dispatcher), so a partner request no longer crosses FastAPI's middleware stack: Starlette's
-    error middleware, the instrumentor's ASGI middleware (which excludes these paths anyway),
-    FastAPI's native telemetry and body-limit layers cost about 7 % of a cached request
-    (benchmarks/PROFILE.md section 7) and do nothing for it: the Dispatcher answers every
-    failure itself with a SOAP fault and enforces its own body limit. Lifespan events, GETs and
-    every other path reach the FastAPI app exactly as before.
+    Used twice. Inside FastAPI's stack (create_app), `soap` is the DispatchApp: SOAP POSTs skip
+    the router, dependency and exception layers. As the partner listener's outermost app
+    (soap_edge.__main__.build_server), `app` is the FastAPI app and `soap` the endpoints' own
+    short chain (server span, HardeningMiddleware, DispatchApp), so a partner request does not
+    cross FastAPI's middleware stack either: Starlette's error middleware, the instrumentor's
+    ASGI middleware (which excludes these paths anyway), FastAPI's native telemetry and
+    body-limit layers cost about 7 % of a cached request (benchmarks/PROFILE.md section 7) and do
+    nothing for it, as the Dispatcher answers every failure with a SOAP fault and enforces its
+    own body limit. Lifespan events, GETs and every other path reach `app` unchanged.
     """
 
-    def __init__(self, app: FastAPI, soap: ASGIApp, paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, soap: ASGIApp, paths: frozenset[str]) -> None:
         self.app = app
         self.soap = soap
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            # As Starlette would have set it: Request.app, url_for.
-            scope["app"] = self.app
             await self.soap(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -505,8 +498,7 @@ class SoapFront:
 
 def soap_chain(app: FastAPI, settings: Settings) -> ASGIApp:
     """HardeningMiddleware around the Dispatcher: what a SOAP POST needs besides its span."""
-    endpoints = SoapEndpoints(app, app.state.dispatcher, frozenset(ENDPOINTS))
-    return HardeningMiddleware(endpoints, config=hardening_config(settings))
+    return HardeningMiddleware(DispatchApp(app.state.dispatcher), config=hardening_config(settings))
 
 
 def render_fault(fault: SoapFault, relates_to: str | None) -> tuple[bytes, int]:
@@ -742,7 +734,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dispatcher = dispatcher
     # SOAP POSTs skip FastAPI's routing, dependency and exception layers (a third of a cached
     # request's CPU, benchmarks/PROFILE.md): the routes below stay for OpenAPI and the WSDL GETs.
-    app.add_middleware(SoapEndpoints, dispatcher=dispatcher, paths=frozenset(ENDPOINTS))
+    app.add_middleware(SoapEndpoints, soap=DispatchApp(dispatcher), paths=frozenset(ENDPOINTS))
     # Outermost: security headers, no banner, CORS, header/body limits, internal paths.
     app.add_middleware(HardeningMiddleware, config=hardening_config(settings))
 
