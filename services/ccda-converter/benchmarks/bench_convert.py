@@ -14,6 +14,9 @@ included) is per bundle.
     .venv/bin/python services/ccda-converter/benchmarks/bench_convert.py
     .venv/bin/python services/ccda-converter/benchmarks/bench_convert.py \
         --sizes 1,100,1000 --repeat 5
+    # the mypyc build (services/ccda-converter/build_mypyc.py, what the image ships):
+    PYTHONPATH=services/ccda-converter/build/mypyc .venv/bin/python \
+        services/ccda-converter/benchmarks/bench_convert.py
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def _load(spec: str) -> dict[str, Any]:
 
 
 def measure(spec: str, repeat: int) -> dict[str, Any]:
+    import ccda_converter
     from ccda_converter.convert import convert_bundle
 
     bundle = _load(spec)
@@ -78,6 +82,7 @@ def measure(spec: str, repeat: int) -> dict[str, Any]:
     return {
         "bundle": spec if spec.startswith("synthetic:") else Path(spec).name,
         "entries": entries,
+        "compiled": ccda_converter.compiled(),
         "wall_ms": wall,
         "cpu_ms": cpu,
         "calibration_ms": cal,
@@ -135,6 +140,8 @@ def main() -> int:
     if not rows:
         return 1
     best_cal = min(min(r["calibration_ms"]) for r in rows)
+    builds = {"mypyc-compiled" if r["compiled"] else "Python source" for r in rows}
+    print(f"conversion modules: {', '.join(sorted(builds))} (build_mypyc.py)")  # noqa: T201
     print(  # noqa: T201
         f"calibration (1M int additions): best {best_cal:.1f} ms over the run; "
         f"'norm' columns are scaled to it\n"

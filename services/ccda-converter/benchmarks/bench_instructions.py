@@ -5,7 +5,8 @@ Wall-clock figures on the shared 2-core machine vary by +-15 % from run to run
 converts it once (warm-up: imports, caches) and another converts it 1 + N times; the difference
 divided by N is the cost of one conversion. Needs valgrind. PYTHONHASHSEED is fixed (dict
 layouts change the count slightly). Compare versions with PYTHONPATH pointing at a copy of
-another ``src``.
+another ``src``, or at the mypyc build (``build_mypyc.py`` writes it to
+``services/ccda-converter/build/mypyc``).
 
     .venv/bin/python services/ccda-converter/benchmarks/bench_instructions.py
     .venv/bin/python services/ccda-converter/benchmarks/bench_instructions.py synthetic:1000 -n 2

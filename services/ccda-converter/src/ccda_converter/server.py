@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 import httpx
 
+from ccda_converter import compiled
 from ccda_converter.config import Settings
 from ccda_converter.dmd import DmdEnricher
 from ccda_converter.servicer import SERVICE_NAME, CcdaConverterServicer, ping_worker
@@ -15,6 +17,8 @@ from xcagw_common import telemetry
 from xcagw_common.grpc_server import GrpcApp, ServicerBinding, serve
 from xcagw_common.logging import setup_logging
 from xcagw_common.redis import create_redis
+
+log = logging.getLogger(__name__)
 
 
 def make_executor(settings: Settings) -> Executor:
@@ -30,6 +34,8 @@ async def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     setup_logging("ccda-converter", settings.log_level)
     provider = telemetry.setup("ccda-converter")
+    # Which build runs (the image ships the mypyc-compiled conversion modules; build_mypyc.py).
+    log.info("conversion modules: %s", "mypyc-compiled" if compiled() else "Python source")
     executor = make_executor(settings)
     http = httpx.AsyncClient(timeout=settings.terminology_timeout_seconds)
     redis = (

@@ -131,7 +131,8 @@ class Template:
             while node is not proto:
                 chain.append(node)
                 node = parent_of[node]
-            for el in reversed(chain):
+            # A slice, not reversed(): mypyc (build_mypyc.py) cannot compile reversed() here.
+            for el in chain[::-1]:
                 needed[nodes.index(el)] = None
         pos = {0: 0}
         steps = []

@@ -190,7 +190,9 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
     low = asserted or onset
     recorder = data.get("recorder") or data.get("asserter")
     _entry, act, obs, entity, participant = section.stamp(
-        _allergy_template(bool(low), bool(ended), resolved, bool(onset), nka, status is not None),
+        _allergy_template(
+            bool(low), bool(ended), resolved, bool(onset), nka is not None, status is not None
+        ),
         {
             "concern_id": ctx.entry_uid(res, "#concern"),
             "ref": "#" + row.id,
