@@ -9,10 +9,12 @@
 #      from the machine's own apt mirror) holding the service wheels downloaded on the host, so
 #      `pip install` in the Dockerfiles needs no network; Redis from the host's redis-server;
 #   4. builds the five service images and the sandbox with BASE_IMAGE pointing at that base;
-#   5. brings up Redis, the sandbox (dev profile) and the five services with docker-compose.yml,
-#      waits for every healthcheck, runs tests-e2e against E2E_SOAP_EDGE_URL and any extra
-#      pytest selection given in COMPOSE_TEST_PYTEST (with DOCKER_HOST/testcontainers settings
-#      exported, so Redis integration tests can start containers through podman);
+#   5. brings up Redis, fixes the compose network bridge's MAC (deploy/pin-bridge-mac.sh), then
+#      the sandbox (dev profile) and the five services with docker-compose.yml, waits for every
+#      healthcheck, checks that the first ITI-47 answers AA, runs tests-e2e against
+#      E2E_SOAP_EDGE_URL and any extra pytest selection given in COMPOSE_TEST_PYTEST (with
+#      DOCKER_HOST/testcontainers settings exported, so Redis integration tests can start
+#      containers through podman);
 #   6. runs the Redis integration tests again with Redis started by testcontainers through that
 #      socket (XCAGW_TEST_REDIS=container);
 #   7. tears everything down (containers, volumes, the API service) even on failure.
@@ -117,13 +119,17 @@ for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.2; done
 # ---- 3. base images -----------------------------------------------------------------------------
 wheels="$work/cache/wheels"
 # The wheel set (and the base image holding it) follows the pins and every package's dependencies.
-wheel_key="$(cat constraints.txt libs/*/pyproject.toml services/*/pyproject.toml | sha256sum | cut -c1-16)"
+# gcc, libc6-dev and python3-dev: the ccda-converter image compiles its conversion modules with
+# mypyc in its build stage (services/ccda-converter/Dockerfile), here without network access.
+base_pkgs="python3,python3-venv,ca-certificates,gcc,libc6-dev,python3-dev"
+wheel_key="$( (cat constraints.txt libs/*/pyproject.toml services/*/pyproject.toml; echo "$base_pkgs") \
+  | sha256sum | cut -c1-16)"
 if [ "$(cat "$wheels/.key" 2>/dev/null)" != "$wheel_key" ]; then
   say "downloading wheels for the images (host pip configuration)"
   rm -rf "$wheels" && mkdir -p "$wheels"
   .venv/bin/python -m pip download -q -d "$wheels" -c constraints.txt \
     ./libs/contracts ./libs/common ./libs/devstack ./services/* hatchling pip setuptools wheel \
-    async-timeout \
+    async-timeout mypy \
     >"$work/pip-download.log" 2>&1 || { grep -v '^WARNING' "$work/pip-download.log" | tail -20; exit 1; }
   # async-timeout: redis needs it below Python 3.11.3, i.e. on Debian's 3.11.2 (not on the host).
   # The local packages themselves are built inside the images from source.
@@ -137,12 +143,13 @@ if ! pm image exists "$base_image"; then
     | awk '$2 == "bookworm" && $3 == "main" {print $1; exit}')"
   [ -n "$mirror" ] || { say "no Debian bookworm mirror configured for apt"; exit 1; }
   rootfs="$work/cache/rootfs"
-  if [ ! -x "$rootfs/usr/bin/python3" ]; then
-    say "debootstrap a bookworm root filesystem with Python 3.11"
+  if [ "$(cat "$rootfs/.xcagw-packages" 2>/dev/null)" != "$base_pkgs" ]; then
+    say "debootstrap a bookworm root filesystem with Python 3.11 ($base_pkgs)"
     rm -rf "$rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    debootstrap --variant=minbase --include="$base_pkgs" \
       bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
       || { tail -20 "$work/debootstrap.log"; exit 1; }
+    echo "$base_pkgs" >"$rootfs/.xcagw-packages"
   fi
   # `python` as on the official image; the host CA bundle (TLS interception on this network);
   # pip reads wheels from /wheels only, so image builds need no index.
@@ -221,6 +228,18 @@ pump_pid=$!
 
 core=(redis sandbox token-service pds-adapter gpconnect-adapter ccda-converter soap-edge)
 say "starting ${core[*]}"
+# Redis first: it creates the compose network and its bridge and resolves no names. The bridge MAC
+# is then fixed before any container that uses DNS starts (deploy/pin-bridge-mac.sh: netavark 1.4
+# lets it change as containers join, which cut the running ones off aardvark-dns for 20-50 s and
+# made the first ITI-47s answer AE). Only root can set it; rootless runs tolerate early AEs below.
+compose up -d --no-build redis
+bridge="$(pm network inspect "${project}_default" --format '{{.NetworkInterface}}')"
+pinned=0
+if [ "$(id -u)" = 0 ] && deploy/pin-bridge-mac.sh "$bridge"; then
+  pinned=1
+else
+  say "bridge $bridge MAC not pinned (needs root): the first requests may fail while ARP settles"
+fi
 compose up -d --no-build "${core[@]}"
 
 deadline=$((SECONDS + ${COMPOSE_TEST_READY_SECONDS:-240}))
@@ -238,34 +257,34 @@ done
 say "all healthy; SOAP edge on http://127.0.0.1:$edge_port"
 
 export E2E_SOAP_EDGE_URL="http://127.0.0.1:$edge_port"
-# Healthy is not yet serving end to end: in a freshly created container network the very first
-# ITI-47 has answered AE (pds-adapter: TOKEN_UNAVAILABLE, token-service logged no OAuth call)
-# in 2 of 6 runs here. Send ITI-47s until one is AA (at most 60 s), say how many it took and
-# show the token path's logs when it took more than one, then run the e2e tests.
+# With the bridge MAC pinned the first ITI-47 must answer AA: an AE fails the run with the token
+# path's logs. Unpinned, ITI-47s are sent until one is AA (at most 60 s).
 set +e
-.venv/bin/python - "$E2E_SOAP_EDGE_URL" <<'EOF_WARM'
+.venv/bin/python - "$E2E_SOAP_EDGE_URL" "$((pinned ? 0 : 60))" <<'EOF_FIRST'
 import asyncio, sys, time
 from xcagw_devstack.partner import PartnerClient
 
-async def main(url: str) -> int:
+async def main(url: str, seconds: float) -> int:
     client = PartnerClient(url)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     attempt = 0
     try:
-        while time.monotonic() < deadline:
+        while True:
             attempt += 1
             reply = await client.pdq(nhs_number="9000000009")
             if reply.xpath("//hl7:acknowledgement/hl7:typeCode/@code") == ["AA"]:
                 print(f"compose-test: first ITI-47 AA after {attempt} attempt(s)")
                 return 0 if attempt == 1 else 3
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(2)
     finally:
         await client.aclose()
-    print("compose-test: no ITI-47 answered AA within 60 s")
+    print(f"compose-test: no ITI-47 answered AA in {attempt} attempt(s)")
     return 1
 
-sys.exit(asyncio.run(main(sys.argv[1])))
-EOF_WARM
+sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]))))
+EOF_FIRST
 rc=$?
 set -e
 if [ "$rc" != 0 ]; then
