@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from xcagw_common.testing import shared_dir
 from xcagw_devstack.sandbox.app import create_app
 from xcagw_devstack.sandbox.config import SandboxSettings
 from xcagw_devstack.sandbox.testkit import (
@@ -22,14 +22,6 @@ from xcagw_devstack.sandbox.testkit import (
     jwks_of,
     sandbox_settings,
 )
-
-
-def shared_dir() -> Path:
-    """../shared next to the repository (or XCAGW_SHARED_DIR)."""
-    env = os.environ.get("XCAGW_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / ".." / "shared"
 
 
 @pytest.fixture(scope="session")

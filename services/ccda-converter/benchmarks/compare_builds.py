@@ -51,23 +51,13 @@ REPLACEMENTS: tuple[Any, ...] = (
 )
 
 
-def shared_dir() -> Path:
-    env = os.environ.get("XCAGW_SHARED_DIR")
-    return Path(env) if env else REPO / ".." / "shared"
-
-
 def _inputs() -> list[tuple[str, dict[str, Any]]]:
-    base = shared_dir()
-    paths = sorted((base / "xhuma-fixtures" / "bundles").glob("*.json"))
-    paths += sorted((base / "nhs" / "gpconnect").rglob("*.json"))
-    out = []
-    for path in paths:
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-            out.append((f"{path.parent.name}/{path.name}", data))
+    from xcagw_common.testing import real_bundle_paths
+
+    out = [
+        (f"{path.parent.name}/{path.name}", json.loads(path.read_bytes()))
+        for path in real_bundle_paths()
+    ]
     try:
         from xcagw_devstack.sandbox.synthetic import generate_bundle
     except ImportError:

@@ -12,27 +12,9 @@ from typing import Any
 
 import pytest
 
+from xcagw_common.testing import real_bundle_paths, shared_dir
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def shared_dir() -> Path:
-    env = os.environ.get("XCAGW_SHARED_DIR")
-    return Path(env) if env else REPO / ".." / "shared"
-
-
-def real_bundle_paths() -> list[Path]:
-    """Every FHIR Bundle among the real captures and the GP Connect examples in ../shared."""
-    base = shared_dir()
-    paths = sorted((base / "xhuma-fixtures" / "bundles").glob("*.json"))
-    paths += sorted((base / "nhs" / "gpconnect").rglob("*.json"))
-    out = []
-    for path in paths:
-        try:
-            if json.loads(path.read_bytes()).get("resourceType") == "Bundle":
-                out.append(path)
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 def require_shared() -> Path:

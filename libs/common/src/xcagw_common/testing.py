@@ -375,3 +375,21 @@ def shared_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[4].parent / "shared"
+
+
+def real_bundle_paths() -> list[Path]:
+    """Every FHIR Bundle among the real GP Connect captures and examples of the reference kit."""
+    import json
+
+    base = shared_dir()
+    paths = sorted((base / "xhuma-fixtures" / "bundles").glob("*.json"))
+    paths += sorted((base / "nhs" / "gpconnect").rglob("*.json"))
+    out = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+            out.append(path)
+    return out
