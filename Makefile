@@ -75,7 +75,7 @@ bench: install ## Benchmarks: converter, SOAP parse/serialise, Redis store, thro
 	$(BIN)/python benchmarks/bench_soap.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_throughput.py --xua signed
-	$(BIN)/python benchmarks/bench_capacity.py
+	PYTHONPATH=services/ccda-converter/build/mypyc $(BIN)/python benchmarks/bench_capacity.py
 	$(BIN)/python benchmarks/profile_soap_edge.py --pyinstrument
 
 fuzz: install ## Long soap-edge fuzz campaign (>= 100k inputs; atheris when installed)
