@@ -1,4 +1,4 @@
-"""Opt-in build: compile the conversion modules of ccda_converter with mypyc (issue #7).
+"""The build the image ships: the conversion modules of ccda_converter compiled with mypyc (#7).
 
 The compiled modules are C extensions next to the ``.py`` files of a copy of the package; Python
 imports an extension module in preference to the source of the same name, and falls back to the
