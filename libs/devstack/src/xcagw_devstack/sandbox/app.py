@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from xcagw_devstack.sandbox import gpconnect, oauth, pds, sds, terminology
@@ -250,6 +251,14 @@ def create_app(settings: SandboxSettings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return _error_body(request, 400, "Invalid request")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller gave up before its body arrived (an adapter's deadline passed, e.g. while a
+        # latency fault was simulated): nothing failed here and nobody reads the answer. 499 is
+        # the usual "client closed request" status in access logs.
+        logger.info("client disconnected before the request body was read")
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
