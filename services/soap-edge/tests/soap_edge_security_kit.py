@@ -27,7 +27,7 @@ from soap_edge_testkit import envelope as soap_envelope
 
 from soap_edge.app import create_app
 from soap_edge.config import Settings
-from soap_edge.security.partners import fingerprint
+from soap_edge.security.partners import Partner, PartnerRegistry, fingerprint
 from xcagw_devstack.syslog_sink import SyslogSink
 
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -446,3 +446,23 @@ def arr_settings(pki: Pki, sink: SyslogSink) -> dict[str, Any]:
         "arr_cert_file": str(pki.partner.cert_file),
         "arr_key_file": str(pki.partner.key_file),
     }
+
+
+def rate_limited_partner(base_dir: Path) -> Partner:
+    """Partner "epic" with a burst of 3 requests and of 1 ITI-39, refilling at 1 per 100 s: nothing
+    refills during a test, so no timing is involved."""
+    registry = PartnerRegistry.from_mapping(
+        {
+            "partners": [
+                {
+                    "id": "epic",
+                    "rate_limit": {"per_second": 0.01, "burst": 3},
+                    "transaction_rate_limits": {"ITI-39": {"per_second": 0.01, "burst": 1}},
+                }
+            ]
+        },
+        base_dir=base_dir,
+    )
+    partner = registry.get("epic")
+    assert partner is not None
+    return partner

@@ -7,32 +7,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from soap_edge_security_kit import rate_limited_partner
 
 from soap_edge.security.errors import RateLimited
-from soap_edge.security.partners import Partner, PartnerRegistry, RateLimit
+from soap_edge.security.partners import PartnerRegistry, RateLimit
 from soap_edge.security.ratelimit import PartnerRateLimiter
 from xcagw_common.redis import create_redis
 from xcagw_common.testing import RedisServer
-
-
-def _partner(tmp_path: Path, **extra: object) -> Partner:
-    registry = PartnerRegistry.from_mapping(
-        {
-            "partners": [
-                {
-                    "id": "epic",
-                    # 1 per 100 s: nothing refills during the test, no timing involved.
-                    "rate_limit": {"per_second": 0.01, "burst": 3},
-                    "transaction_rate_limits": {"ITI-39": {"per_second": 0.01, "burst": 1}},
-                    **extra,
-                }
-            ]
-        },
-        base_dir=tmp_path,
-    )
-    partner = registry.get("epic")
-    assert partner is not None
-    return partner
 
 
 @pytest.fixture
@@ -52,7 +33,7 @@ def _count(result: str, transaction: str) -> float:
 
 
 async def test_burst_then_refused_with_retry_after(redis_client: object, tmp_path: Path) -> None:
-    partner = _partner(tmp_path)
+    partner = rate_limited_partner(tmp_path)
     limiter = PartnerRateLimiter(redis_client)
     before = _count("rate_limited", "ITI-38")
     for _ in range(3):
@@ -66,7 +47,7 @@ async def test_burst_then_refused_with_retry_after(redis_client: object, tmp_pat
 
 
 async def test_the_quota_is_shared_across_replicas(redis_client: object, tmp_path: Path) -> None:
-    partner = _partner(tmp_path)
+    partner = rate_limited_partner(tmp_path)
     replica_a = PartnerRateLimiter(redis_client)
     replica_b = PartnerRateLimiter(redis_client)
     await replica_a.check(partner, "ITI-38")
@@ -79,7 +60,7 @@ async def test_the_quota_is_shared_across_replicas(redis_client: object, tmp_pat
 async def test_transaction_limit_refusal_consumes_nothing_else(
     redis_client: object, tmp_path: Path
 ) -> None:
-    partner = _partner(tmp_path)
+    partner = rate_limited_partner(tmp_path)
     limiter = PartnerRateLimiter(redis_client)
     await limiter.check(partner, "ITI-39")  # uses the one ITI-39 slot and one of three overall
     for _ in range(3):
@@ -112,7 +93,7 @@ async def test_redis_outage_falls_back_to_an_in_process_limit(tmp_path: Path) ->
     server = RedisServer().start()
     client = create_redis(server.url, timeout=0.5)
     try:
-        partner = _partner(tmp_path)
+        partner = rate_limited_partner(tmp_path)
         limiter = PartnerRateLimiter(client, redis_retry_interval=60)
         server.kill()
         for _ in range(3):

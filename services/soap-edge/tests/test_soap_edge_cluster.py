@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from soap_edge_security_kit import rate_limited_partner
 from soap_edge_testkit import (
     HCID,
     HCID_OID,
@@ -44,7 +45,6 @@ from soap_edge.security.audit import (
     AuditSource,
 )
 from soap_edge.security.errors import RateLimited
-from soap_edge.security.partners import Partner, PartnerRegistry
 from soap_edge.security.ratelimit import PartnerRateLimiter
 from soap_edge.store import DocumentRecord, Store, key
 from xcagw_common.redis import RedisClient, create_redis
@@ -195,23 +195,6 @@ async def test_generation_lock_release_script_follows_moved(
 
 
 # ---- security layer ----------------------------------------------------------------------------
-def _partner(tmp_path: Path) -> Partner:
-    registry = PartnerRegistry.from_mapping(
-        {
-            "partners": [
-                {
-                    "id": "epic",
-                    # 1 per 100 s: nothing refills during the test.
-                    "rate_limit": {"per_second": 0.01, "burst": 3},
-                    "transaction_rate_limits": {"ITI-39": {"per_second": 0.01, "burst": 1}},
-                }
-            ]
-        },
-        base_dir=tmp_path,
-    )
-    partner = registry.get("epic")
-    assert partner is not None
-    return partner
 
 
 def _fallbacks() -> float:
@@ -221,7 +204,7 @@ def _fallbacks() -> float:
 async def test_partner_rate_limit_script_keys_share_a_slot(
     redis_client: RedisClient, cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    partner = _partner(tmp_path)
+    partner = rate_limited_partner(tmp_path)
     limiter = PartnerRateLimiter(redis_client, redis_retry_interval=60.0)
     keys = [limit.key for limit in limiter.limits_for(partner, "ITI-39")]
     assert len(keys) == 2
