@@ -1,7 +1,8 @@
 """soap-edge throughput, cold latency, single-flight and memory on a real local stack.
 
     .venv/bin/python benchmarks/bench_throughput.py [--seconds 8] [--rounds 3] [--concurrency 16]
-        [--client wrk|python] [--xua dev|signed] [--throughput-only]
+        [--client wrk|python] [--xua dev|signed] [--throughput-only] [--no-floor]
+        [--floor-ablation]
 
 --xua signed is the production-realistic variant: the partner (anonymous here, since the bench
 stack has no mTLS) has `saml: {required: true, verify: true}` with a pinned issuer certificate,
@@ -13,7 +14,11 @@ assertion is read unverified.
 1. Cached ITI-38 and ITI-39 throughput on ONE soap-edge worker (the launcher's uvicorn process),
    side by side with a bare FastAPI endpoint (same uvicorn configuration: uvloop, httptools)
    that returns the payload captured from soap-edge's own answer, byte for byte (checked). The ratio
-   soap-edge/bare is the target (>= 0.5). Rounds alternate soap-edge and bare so that drift in
+   soap-edge/bare is the target (>= 0.5). A third server, the floor (floor_server.py), answers the
+   same captured bytes doing only what no cached answer can skip (span, one lxml parse, one
+   auto-pipelined Redis round trip with the audit XADD, one lxml serialisation): its ratio bounds
+   what any CPython worker can reach (--no-floor leaves it out; --floor-ablation also measures it
+   with each of those parts left out in turn). Rounds alternate the servers so that drift in
    machine load hits both alike, and the median round is reported (--pin puts the servers on
    CPU 0 and the load generator on CPU 1; only useful on an otherwise idle machine).
 2. Cold ITI-38 end-to-end latency over the zero-latency NHS sandbox (target p50 <= 150 ms):
@@ -79,6 +84,7 @@ from xcagw_devstack.partner import (  # noqa: E402
 
 SOAP_CT = "application/soap+xml; charset=UTF-8"
 SHIM = Path(__file__).resolve().parent / "nodelay_shim.py"
+FLOOR = Path(__file__).resolve().parent / "floor_server.py"
 HOT_PATIENT = "9000000009"
 COLD_PATIENTS = ("9000000009", "9000000068", "9000000033")
 SINGLE_FLIGHT_PATIENT = "9000000114"
@@ -233,6 +239,7 @@ def throughput(
     stack: Stack,
     bare_port: int,
     bare_pid: int,
+    floor: tuple[int, int] | None,
     bodies: dict[str, list[bytes]],
     expected: dict[str, bytes],
     args: argparse.Namespace,
@@ -242,10 +249,10 @@ def throughput(
     rounds: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.rounds):
         for tx in ("iti38", "iti39"):
-            for label, port, pid in (
-                ("soap-edge", soap_port, soap_pid),
-                ("bare-fastapi", bare_port, bare_pid),
-            ):
+            sides = [("soap-edge", soap_port, soap_pid), ("bare-fastapi", bare_port, bare_pid)]
+            if floor is not None:
+                sides.append(("floor", floor[0], floor[1]))
+            for label, port, pid in sides:
                 host = f"127.0.0.1:{port}"
                 if args.client == "wrk":
                     result = run_wrk(
@@ -308,11 +315,103 @@ def throughput(
                 [r["server_cpu_ms_per_request"] for r in rounds[f"bare-fastapi {tx}"]]
             ),
             "client": args.client,
+            **(floor_figures(rounds, tx) if floor is not None else {}),
             "client_cpu_percent_during_bare": median(
                 [r["client_cpu_percent"] for r in rounds[f"bare-fastapi {tx}"]]
             ),
         }
     return out
+
+
+def start_floor(
+    payload_dir: Path,
+    redis_url: str,
+    bodies: dict[str, list[bytes]],
+    expected: dict[str, bytes],
+    skip: str = "",
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start floor_server.py (leaving out `skip`) and check it answers both transactions."""
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - the floor server script, fixed arguments
+        [
+            sys.executable,
+            str(FLOOR),
+            "--port",
+            str(port),
+            "--payload-dir",
+            str(payload_dir),
+            "--redis-url",
+            redis_url,
+            "--skip",
+            skip,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, timeout=60)
+    for tx in ("iti38", "iti39"):
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/{tx}",
+            content=bodies[tx][0],
+            headers={"content-type": SOAP_CT},
+            timeout=30,
+        )
+        if answer.status_code != 200 or len(answer.content) != len(expected[tx]):
+            server.terminate()
+            raise SystemExit(f"floor server {tx}: HTTP {answer.status_code}, wrong size")
+    return server, port
+
+
+FLOOR_PARTS = ("span", "parse", "redis", "serialise")
+
+
+def floor_ablation(
+    payload_dir: Path,
+    redis_url: str,
+    bodies: dict[str, list[bytes]],
+    expected: dict[str, bytes],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Cached-ITI-38 CPU per request of the floor with each part left out in turn (wrk)."""
+    variants = ["", *FLOOR_PARTS, ",".join(FLOOR_PARTS)]
+    cpu: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for skip in variants:
+            server, port = start_floor(payload_dir, redis_url, bodies, expected, skip)
+            try:
+                result = run_wrk(
+                    f"floor -{skip}",
+                    "127.0.0.1",
+                    port,
+                    "/iti38",
+                    bodies["iti38"],
+                    SOAP_CT,
+                    seconds=args.seconds,
+                    concurrency=args.concurrency,
+                    server_pid=server.pid,
+                )
+            finally:
+                server.terminate()
+                server.wait(10)
+            name = f"without {skip}" if skip else "floor"
+            cpu.setdefault(name, []).append(result.summary()["server_cpu_ms_per_request"])
+    return {
+        "iti38_cpu_ms_per_request": {name: median(values) for name, values in cpu.items()},
+        "rounds": cpu,
+    }
+
+
+def floor_figures(rounds: dict[str, list[dict[str, Any]]], tx: str) -> dict[str, Any]:
+    """The floor server's figures (floor_server.py): the ratio no CPython worker can beat."""
+    floor = median([r["rps"] for r in rounds[f"floor {tx}"]])
+    bare = median([r["rps"] for r in rounds[f"bare-fastapi {tx}"]])
+    return {
+        "floor_rps": round(floor, 1),
+        "floor_ratio": round(floor / bare, 3) if bare else 0.0,
+        "floor_cpu_ms_per_request": median(
+            [r["server_cpu_ms_per_request"] for r in rounds[f"floor {tx}"]]
+        ),
+    }
 
 
 async def cold_latency(stack: Stack, samples: int) -> dict[str, Any]:
@@ -450,6 +549,16 @@ def main() -> int:
         action="store_true",
         help="skip the cold-latency, single-flight and end-of-run memory sections",
     )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor server (floor_server.py: the least work a cached answer needs)",
+    )
+    parser.add_argument(
+        "--floor-ablation",
+        action="store_true",
+        help="also measure the floor with each of its parts left out (cached ITI-38)",
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -469,6 +578,7 @@ def main() -> int:
     stack.nodelay_fix = args.tcp_nodelay_fix
     report["tcp_nodelay_fix"] = args.tcp_nodelay_fix
     bare: subprocess.Popen[bytes] | None = None
+    floor: subprocess.Popen[bytes] | None = None
     try:
         stack.start(timeout=240)
         soap_pid = stack.components["soap-edge"].process.pid  # type: ignore[union-attr]
@@ -531,11 +641,24 @@ def main() -> int:
             )
             if answer.status_code != 200 or answer.content != expected[tx]:
                 raise SystemExit(f"bare baseline {tx}: HTTP {answer.status_code}, not the payload")
+        floor_side: tuple[int, int] | None = None
+        if not args.no_floor:
+            floor, floor_port = start_floor(payload_dir, stack.redis_url, bodies, expected)
+            floor_side = (floor_port, floor.pid)
         pinned = args.pin and pin(soap_pid, {0}) and pin(bare.pid, {0}) and pin(os.getpid(), {1})
         report["pinned"] = pinned
         memory["bare_fastapi_idle"] = rss_mb(bare.pid)
 
-        report["throughput"] = throughput(stack, bare_port, bare.pid, bodies, expected, args)
+        report["throughput"] = throughput(
+            stack, bare_port, bare.pid, floor_side, bodies, expected, args
+        )
+        if args.floor_ablation and floor is not None:
+            floor.terminate()
+            floor.wait(10)
+            floor = None
+            report["floor_ablation"] = floor_ablation(
+                payload_dir, stack.redis_url, bodies, expected, args
+            )
         memory["soap_edge_after_load"] = rss_mb(soap_pid)
         memory["bare_fastapi_after_load"] = rss_mb(bare.pid)
         if pinned:
@@ -549,9 +672,10 @@ def main() -> int:
         report["memory"] = memory
         report["machine_after"] = machine()
     finally:
-        if bare is not None:
-            bare.terminate()
-            bare.wait(10)
+        for server in (bare, floor):
+            if server is not None:
+                server.terminate()
+                server.wait(10)
         stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -529,13 +529,16 @@ def reply_allowed(address: str, allowlist: list[str]) -> bool:
     return False
 
 
+_XCPD_INITIATOR_ROOT = etree.XPath(
+    "h:controlActProcess/h:authorOrPerformer/h:assignedDevice/h:id/@root", namespaces={"h": HL7}
+)
+
+
 def _xcpd_initiator(payload: etree._Element) -> str:
     """The initiating gateway's HCID from controlActProcess/authorOrPerformer (XCPD, verify)."""
     if payload.tag != q(HL7, "PRPA_IN201305UV02"):
         return ""
-    ids = payload.xpath(
-        "h:controlActProcess/h:authorOrPerformer/h:assignedDevice/h:id/@root", namespaces={"h": HL7}
-    )
+    ids = _XCPD_INITIATOR_ROOT(payload)
     return normalise_hcid(str(ids[0])) if ids else ""
 
 
