@@ -697,3 +697,85 @@ def test_cache_is_a_bounded_lru(pki: Pki, signxml_calls: type[CountingVerifier])
     assert signxml_calls.calls == 3
     v.verify(envelope(b), partner, endpoint_audiences=[AUDIENCE])
     assert signxml_calls.calls == 4
+
+
+# ---- instants at the ends of xs:dateTime's range ---------------------------------------------
+NEVER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+YEAR_ONE = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+
+
+def _with_confirmation_data(assertion: etree._Element, not_on_or_after: str) -> etree._Element:
+    confirmation = assertion.find(f"{{{SAML2}}}Subject/{{{SAML2}}}SubjectConfirmation")
+    assert confirmation is not None
+    etree.SubElement(
+        confirmation, f"{{{SAML2}}}SubjectConfirmationData", NotOnOrAfter=not_on_or_after
+    )
+    return assertion
+
+
+def test_never_expiring_assertion_is_accepted_and_cached_for_the_policy_time(
+    pki: Pki, signxml_calls: type[CountingVerifier]
+) -> None:
+    # 9999-12-31T23:59:59Z is a common "never expires": adding the clock skew to it used to
+    # overflow datetime (OverflowError -> Receiver fault, stack trace).
+    unsigned = build_assertion(not_on_or_after=NEVER)
+    assertion = sign(_with_confirmation_data(unsigned, "9999-12-31T23:59:59Z"), pki.issuer)
+    assert verify(pki, envelope(assertion)).not_on_or_after == NEVER
+    clock = Clock()
+    partner = epic(pki)
+    v = caching(clock, cache_seconds=30.0)
+    first = v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    second = v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE])
+    assert first == second and second is not None and second.not_on_or_after == NEVER
+    assert signxml_calls.calls == 2  # one for verify() above, one for the caching verifier
+    # The cache entry ends with the policy's 30 s, not with the assertion's year 9999.
+    clock.now = NOW + dt.timedelta(seconds=31)
+    assert v.verify(envelope(assertion), partner, endpoint_audiences=[AUDIENCE]) is not None
+    assert signxml_calls.calls == 3
+
+
+def test_year_one_instants_are_refused_as_security_errors(pki: Pki) -> None:
+    # Subtracting the skew from a year-1 instant used to overflow (an internal error).
+    env = envelope(signed(pki, issue_instant=YEAR_ONE, not_before=YEAR_ONE))
+    with pytest.raises(errors.AssertionExpired) as exc:
+        verify(pki, env)
+    assert exc.value.subcode == errors.FAILED_AUTHENTICATION
+    # A year-1 bound on an otherwise current assertion: NotBefore passed long ago (accepted),
+    # a SubjectConfirmationData that ended in year 1 is no confirmation.
+    assert verify(pki, envelope(signed(pki, not_before=YEAR_ONE))) is not None
+    expired_confirmation = sign(
+        _with_confirmation_data(build_assertion(), "0001-01-01T00:00:00Z"), pki.issuer
+    )
+    with pytest.raises(errors.SubjectConfirmationFailed):
+        verify(pki, envelope(expired_confirmation))
+
+
+def test_times_at_the_clock_skew_boundaries_are_unchanged(pki: Pki) -> None:
+    skew = dt.timedelta(seconds=60)
+    partner = epic(pki)
+    v = verifier()
+    # NotOnOrAfter exactly `skew` ago: expired; a second later: accepted.
+    with pytest.raises(errors.AssertionExpired):
+        v.verify(envelope(signed(pki, not_on_or_after=NOW - skew)), partner)
+    ok = signed(pki, not_on_or_after=NOW - skew + dt.timedelta(seconds=1))
+    assert v.verify(envelope(ok), partner) is not None
+    # IssueInstant and NotBefore exactly `skew` ahead: accepted; a second more: not yet valid.
+    ahead = NOW + skew
+    assert v.verify(envelope(signed(pki, issue_instant=ahead, not_before=ahead)), partner)
+    later = ahead + dt.timedelta(seconds=1)
+    with pytest.raises(errors.AssertionNotYetValid):
+        v.verify(envelope(signed(pki, issue_instant=later, not_before=NOW)), partner)
+    with pytest.raises(errors.AssertionNotYetValid):
+        v.verify(envelope(signed(pki, not_before=later)), partner)
+
+
+def test_escaped_ce_with_a_doctype_or_entity_is_not_expanded(pki: Pki) -> None:
+    # Escaped CE text goes through soap.parsing's hardened parser: no DTD, no entities.
+    attrs = default_attributes()
+    del attrs[PURPOSE]
+    attrs["urn:oasis:names:tc:xspa:1.0:subject:purposeOfUse"] = [
+        '<!DOCTYPE x [<!ENTITY e "TREATMENT">]>'
+        '<PurposeOfUse xmlns="urn:hl7-org:v3" code="&e;" codeSystem="2.16.840.1.113883.3.18.7.1"/>'
+    ]
+    with pytest.raises(errors.PurposeOfUseNotPermitted):
+        verify(pki, envelope(signed(pki, attributes=attrs)))

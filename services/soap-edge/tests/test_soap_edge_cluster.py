@@ -158,10 +158,11 @@ async def test_on_demand_sessions_ceid_and_continuations(
             "transaction": "ITI-38",
         }
 
-    await store.save_ceid_mapping("1.2.840.114350", "E123", NHS)
-    cluster.rehome(key("nhs-ceid", NHS, "1.2.840.114350"))
-    assert await store.nhs_for_ceid("1.2.840.114350", "E123") == NHS
-    assert await store.ceid_for_nhs(NHS, "1.2.840.114350") == "E123"
+    await store.save_ceid_mapping("epic", "1.2.840.114350", "E123", NHS)
+    cluster.rehome(key("nhs-ceid", "epic", NHS, "1.2.840.114350"))
+    assert await store.nhs_for_ceid("epic", "1.2.840.114350", "E123") == NHS
+    assert await store.ceid_for_nhs("epic", NHS, "1.2.840.114350") == "E123"
+    assert await store.nhs_for_ceid("other", "1.2.840.114350", "E123") is None
 
     await store.save_continuation("epic", "q-2", {"remaining": [1, 2]})
     cluster.rehome(key("pdq", "epic", "q-2"))

@@ -209,6 +209,43 @@ async def test_insufficient_or_bad_parameters_are_qe(client, check, kwargs) -> N
     assert codes(parsed) == ("AE", "QE")
 
 
+@pytest.mark.parametrize("birth", ["202413", "20240230", "20230229", "0000", "202400", "19870001"])
+async def test_impossible_birth_date_is_qe_not_an_internal_error(
+    client, check, fakes, caplog, birth
+) -> None:
+    # Right shape (YYYYMM / YYYYMMDD / YYYY), no such date: a bad parameter value (AE/QE,
+    # SYN113 at the parameter), not AE/AE INTERR from a ValueError deep in the search.
+    with caplog.at_level("ERROR"):
+        parsed = await pdq(client, check, family="Smith", birth=birth)
+    assert codes(parsed) == ("AE", "QE")
+    assert parsed.xpath("string(//h:acknowledgementDetail/h:code/@code)") == "SYN113"
+    assert parsed.xpath("string(//h:acknowledgementDetail/h:location)").endswith(
+        "parameterList/livingSubjectBirthTime"
+    )
+    assert parsed.xpath("string(//h:queryAck/h:statusCode/@code)") == "aborted"
+    assert fakes.state.calls["SearchPatients"] == 0
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize(
+    ("birth", "low", "high"),
+    [
+        ("20240229", "2024-02-29", "2024-02-29"),
+        ("202402", "2024-02-01", "2024-02-29"),
+        ("202302", "2023-02-01", "2023-02-28"),
+        ("999912", "9999-12-01", "9999-12-31"),
+        ("1987", "1987-01-01", "1987-12-31"),
+    ],
+)
+async def test_real_birth_dates_search_the_right_range(
+    client, check, fakes, birth, low, high
+) -> None:
+    parsed = await pdq(client, check, family="Nobody", birth=birth)
+    assert codes(parsed) == ("AA", "NF")
+    req = fakes.state.last_context
+    assert (req.birth_date_from, req.birth_date_to) == (low, high)
+
+
 async def test_backend_failure_is_ae_interr(client, check, fakes) -> None:
     fakes.state.pds_failure = (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
     parsed = await pdq(client, check, ids=[(NHS_OID, JANE)])

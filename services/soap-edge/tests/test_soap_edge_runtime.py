@@ -94,8 +94,10 @@ async def test_redis_keys_and_ttls(client, redis_server) -> None:
         key("session", "anonymous", uid),
     ):
         assert day - 60 < r.ttl(k) <= day, k
-    assert 29 * day < r.ttl(key("ceid", CEID_OID, "EPIC7")) <= 30 * day
-    assert r.get(key("nhs-ceid", JANE, CEID_OID)) == b"EPIC7"
+    # CEID pairings are per partner (the dev partner here is "anonymous").
+    assert 29 * day < r.ttl(key("ceid", "anonymous", CEID_OID, "EPIC7")) <= 30 * day
+    assert r.get(key("nhs-ceid", "anonymous", JANE, CEID_OID)) == b"EPIC7"
+    assert not r.exists(key("ceid", CEID_OID, "EPIC7"))
     assert r.hget(key("doc", uid), "entry_uuid").decode() == entry
     assert not r.keys(key("lock", "*"))  # the generation lock was released
 

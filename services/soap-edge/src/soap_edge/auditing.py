@@ -26,8 +26,12 @@ from soap_edge.soap.ns import HL7, QUERY, RIM, XDSB, q
 from soap_edge.xds import ID_PATIENT
 
 AUDITED = frozenset({"ITI-18", "ITI-38", "ITI-39", "ITI-43", "ITI-47", "ITI-55"})
+# Every Reply.outcome a handler gives. "not_found" is the PDQ/XCPD AA/NF answer: the query
+# was carried out and matched nobody, so it succeeded (DICOM PS3.15 A.5.3 EventOutcomeIndicator
+# 0); auditing it as 8 (serious failure) would flag every no-match query as an incident.
 _OUTCOMES = {
     "success": OUTCOME_SUCCESS,
+    "not_found": OUTCOME_SUCCESS,
     "partial": OUTCOME_MINOR_FAILURE,
     "failure": OUTCOME_SERIOUS_FAILURE,
 }

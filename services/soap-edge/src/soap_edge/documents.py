@@ -58,18 +58,39 @@ def xds_unique_id(cda_document_id: str) -> str:
 
 
 def hl7_ts_to_dtm(value: str) -> str:
-    """HL7 TS -> XDS DTM in UTC (ITI TF-3 Table 4.2.3.1.7-2), or "" if it cannot be read."""
+    """HL7 TS -> XDS DTM in UTC (ITI TF-3 Table 4.2.3.1.7-2), or "" if it cannot be read.
+
+    serviceStartTime/serviceStopTime are R2, "required if known" (ITI TF-3 4.3.1), so a TS that is
+    not a real instant (29 February of a common year, month 13) yields "" and the entry goes
+    without it: the document is still stored and served, and no query fails on it.
+    """
     match = _TS.match(value.strip())
     if not match:
         return ""
     digits, zone = match.groups()
+    if len(digits) % 2:
+        # TS precisions are YYYY, then two digits per unit: an odd length is not a TS.
+        return ""
+    parts = [int(digits[:4])] + [int(digits[i : i + 2]) for i in range(4, len(digits), 2)]
+    # Missing units at their smallest, only so that the given ones can be validated.
+    year, month, day, hour, minute, second = parts + [1, 1, 0, 0, 0][len(parts) - 1 :]
+    try:
+        stamp = dt.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return ""
     if not zone or len(digits) < 12:
         return digits
-    stamp = dt.datetime.strptime(digits[:12].ljust(12, "0"), "%Y%m%d%H%M")
-    sign = 1 if zone[0] == "+" else -1
-    offset = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
-    utc = stamp - offset
-    out = utc.strftime("%Y%m%d%H%M")
+    hours, minutes = int(zone[1:3]), int(zone[3:5])
+    if hours > 23 or minutes > 59:
+        return ""
+    offset = dt.timedelta(hours=hours, minutes=minutes)
+    try:
+        utc = stamp - offset if zone[0] == "+" else stamp + offset
+    except OverflowError:
+        # Shifted out of datetime's range (year 1 or 9999): not a document's service time.
+        return ""
+    # Formatted by hand: strftime's %Y does not zero-pad years before 1000 on glibc.
+    out = f"{utc.year:04d}{utc.month:02d}{utc.day:02d}{utc.hour:02d}{utc.minute:02d}"
     return out + digits[12:14] if len(digits) >= 14 else out
 
 

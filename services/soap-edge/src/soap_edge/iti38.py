@@ -383,8 +383,9 @@ def _times_match(parsed: ParsedQuery, view: EntryView) -> bool:
     return True
 
 
-async def _resolve_patient(gw: Gateway, raw: str | None) -> tuple[Cx, str]:
-    """(CX as queried, NHS number); NHS domain or a CEID domain with a stored mapping."""
+async def _resolve_patient(gw: Gateway, partner: str, raw: str | None) -> tuple[Cx, str]:
+    """(CX as queried, NHS number); NHS domain, or a CEID domain with a mapping that this
+    partner's own ITI-47/55 recorded (another partner's CEID pairing is never used)."""
     cx = parse_cx(raw or "")
     if cx is None:
         raise QueryError(
@@ -396,7 +397,7 @@ async def _resolve_patient(gw: Gateway, raw: str | None) -> tuple[Cx, str]:
             raise QueryError("XDSUnknownPatientId", "Patient not known to this community")
         return cx, nhs
     if cx.authority in gw.settings.ceid_domains:
-        mapped = await gw.store.nhs_for_ceid(cx.authority, cx.id)
+        mapped = await gw.store.nhs_for_ceid(partner, cx.authority, cx.id)
         if mapped is None:
             raise QueryError("XDSUnknownPatientId", "Patient not known to this community")
         return cx, mapped
@@ -406,7 +407,7 @@ async def _resolve_patient(gw: Gateway, raw: str | None) -> tuple[Cx, str]:
 async def _find_documents(
     gw: Gateway, ex: Exchange, parsed: ParsedQuery, patient_param: str
 ) -> list[tuple[EntryView, Cx]]:
-    cx, nhs = await _resolve_patient(gw, parsed.single(patient_param))
+    cx, nhs = await _resolve_patient(gw, ex.partner, parsed.single(patient_param))
     if parsed.definition.name in ("FindSubmissionSets", "FindFolders"):
         return []
     if not _filters_match(parsed):

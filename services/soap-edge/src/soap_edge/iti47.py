@@ -9,6 +9,7 @@ aborted.
 
 from __future__ import annotations
 
+import calendar
 import copy
 import datetime as dt
 import logging
@@ -149,9 +150,9 @@ def parse_query(payload: etree._Element) -> PdqQuery:
     birth = params.find(f"{q(HL7, 'livingSubjectBirthTime')}/{q(HL7, 'value')}")
     if birth is not None:
         query.birth_time = (birth.get("value") or "").strip()
-        if not query.birth_time.isdigit() or len(query.birth_time) not in (4, 6, 8):
+        if not _is_birth_time(query.birth_time):
             raise _qe(
-                "livingSubjectBirthTime must be YYYY, YYYYMM or YYYYMMDD",
+                "livingSubjectBirthTime must be a date as YYYY, YYYYMM or YYYYMMDD",
                 f"{_PARAMS}/livingSubjectBirthTime",
                 echo=False,
             )
@@ -210,15 +211,28 @@ def _matches_demographics(patient: pds_adapter_pb2.Patient, query: PdqQuery) -> 
     return True
 
 
+def _is_birth_time(value: str) -> bool:
+    """A TS of date precision (YYYY, YYYYMM or YYYYMMDD) naming a real date: "202413" or
+    "20240230" is a bad parameter value (AE/QE), not an internal error later on."""
+    if not value.isdigit() or len(value) not in (4, 6, 8):
+        return False
+    try:
+        dt.date(int(value[:4]), int(value[4:6] or 1), int(value[6:8] or 1))
+    except ValueError:
+        return False
+    return True
+
+
 def _birth_range(value: str) -> tuple[str, str]:
-    """HL7 TS (YYYY[MM[DD]]) -> inclusive PDS date range."""
+    """HL7 TS (YYYY[MM[DD]], checked by _is_birth_time) -> inclusive PDS date range."""
     if len(value) == 8:
         day = f"{value[:4]}-{value[4:6]}-{value[6:]}"
         return day, day
     if len(value) == 6:
-        start = dt.date(int(value[:4]), int(value[4:]), 1)
-        nxt = dt.date(start.year + start.month // 12, start.month % 12 + 1, 1)
-        return start.isoformat(), (nxt - dt.timedelta(days=1)).isoformat()
+        year, month = int(value[:4]), int(value[4:])
+        # monthrange, not "first of next month minus a day": no date after 9999-12 exists.
+        last = calendar.monthrange(year, month)[1]
+        return dt.date(year, month, 1).isoformat(), dt.date(year, month, last).isoformat()
     return f"{value}-01-01", f"{value}-12-31"
 
 
@@ -265,7 +279,9 @@ class _Query:
         store = self.gw.store
         if nhs is None and ceids:
             for domain, ceid in ceids:
-                nhs = await store.nhs_for_ceid(domain, ceid)
+                # Only this partner's own pairings (store.py): a CEID names a patient for the
+                # partner that sent it, never for the gateway as a whole.
+                nhs = await store.nhs_for_ceid(self.ex.partner, domain, ceid)
                 if nhs is not None:
                     break
             if nhs is None:
@@ -283,7 +299,9 @@ class _Query:
                 # Epic sends its CEID next to the NHS number: keep the pair (for the current
                 # number, should PDS have superseded it) for later ITI-38 queries by CEID.
                 for domain, ceid in ceids:
-                    await store.save_ceid_mapping(domain, ceid, patient.nhs_number or nhs)
+                    await store.save_ceid_mapping(
+                        self.ex.partner, domain, ceid, patient.nhs_number or nhs
+                    )
             matches = [Match(patient, 1.0)]
         else:
             matches = await self._search()
@@ -337,7 +355,7 @@ class _Query:
         out = []
         try:
             for root in wanted:
-                ceid = await self.gw.store.ceid_for_nhs(nhs, root)
+                ceid = await self.gw.store.ceid_for_nhs(self.ex.partner, nhs, root)
                 if ceid:
                     out.append((root, ceid))
         except RedisError:

@@ -17,10 +17,13 @@ All keys start with `xcagw:soap-edge:`. Values written by this module only.
 - `failed:generate:{nhs}` (string, TTL generation_failure_seconds (10 s)):
   `service|FailureKind` of the build that just failed, so requests that waited on it share the
   outcome instead of each calling GP Connect again.
-- `ceid:{domain}:{id}` (string, TTL ceid_mapping_ttl_seconds (30 d)):
-  NHS number for a CEID (e.g. an Epic Care Everywhere id).
-- `nhs-ceid:{nhs}:{domain}` (string, TTL ceid_mapping_ttl_seconds):
-  CEID in that domain for an NHS number.
+- `ceid:{partner}:{domain}:{id}` (string, TTL ceid_mapping_ttl_seconds (30 d)):
+  NHS number for a CEID (e.g. an Epic Care Everywhere id), as that partner paired them.
+- `nhs-ceid:{partner}:{nhs}:{domain}` (string, TTL ceid_mapping_ttl_seconds):
+  CEID in that domain for an NHS number, as that partner paired them.
+  Both are per partner: a CEID is whatever the sending partner says it is, so one partner's
+  pairing must never decide which patient another partner's query by that CEID reaches (a
+  partner could otherwise point someone else's CEID at any NHS number it knows).
 - `session:{partner}:{uniqueId}` (string, TTL session_ttl_seconds (24 h)):
   JSON: the ITI-38 exchange that gave this partner the document.
 - `pdq:{partner}:{queryId}` (string, TTL continuation_ttl_seconds (10 min)):
@@ -279,20 +282,23 @@ class Store:
         await self.redis.delete(key("failed", "generate", nhs_number))
 
     # CEID <-> NHS number ----------------------------------------------------------------------
-    async def save_ceid_mapping(self, domain: str, ceid: str, nhs_number: str) -> None:
+    async def save_ceid_mapping(
+        self, partner: str, domain: str, ceid: str, nhs_number: str
+    ) -> None:
+        """Record the partner's CEID for an NHS number; only that partner's lookups see it."""
         ttl = self.settings.ceid_mapping_ttl_seconds
         # Not MULTI: the two directions are in different cluster slots, and each is complete on
         # its own (a failed write fails the request, which writes both again when retried).
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(key("ceid", domain, ceid), nhs_number, ex=ttl)
-            pipe.set(key("nhs-ceid", nhs_number, domain), ceid, ex=ttl)
+            pipe.set(key("ceid", partner, domain, ceid), nhs_number, ex=ttl)
+            pipe.set(key("nhs-ceid", partner, nhs_number, domain), ceid, ex=ttl)
             await pipe.execute()
 
-    async def nhs_for_ceid(self, domain: str, ceid: str) -> str | None:
-        return _text(await self.redis.get(key("ceid", domain, ceid)))
+    async def nhs_for_ceid(self, partner: str, domain: str, ceid: str) -> str | None:
+        return _text(await self.redis.get(key("ceid", partner, domain, ceid)))
 
-    async def ceid_for_nhs(self, nhs_number: str, domain: str) -> str | None:
-        return _text(await self.redis.get(key("nhs-ceid", nhs_number, domain)))
+    async def ceid_for_nhs(self, partner: str, nhs_number: str, domain: str) -> str | None:
+        return _text(await self.redis.get(key("nhs-ceid", partner, nhs_number, domain)))
 
     # Partner sessions (query -> retrieve correlation) ------------------------------------------
     async def record_session(

@@ -77,6 +77,7 @@ from soap_edge.security.errors import (
     UntrustedIssuer,
 )
 from soap_edge.security.partners import HOLDER_OF_KEY, Partner, fingerprint, normalise_hcid
+from soap_edge.soap.parsing import hardened_parser, parse_fragment
 
 # Namespaces (one map for the security package).
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -147,10 +148,6 @@ _MAX_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 def _q(ns: str, local: str) -> str:
     return f"{{{ns}}}{local}"
-
-
-def _hardened_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 @dataclass(frozen=True)
@@ -434,7 +431,9 @@ class XuaVerifier:
                 result = XMLVerifier().verify(
                     data,
                     x509_cert=cert,
-                    parser=_hardened_parser(),
+                    # The envelope's own hardened options: `data` was serialised from a tree
+                    # parsed with them, so re-parsing it with them changes nothing it signed.
+                    parser=hardened_parser(),
                     id_attribute="ID",
                     expect_config=config,
                 )
@@ -506,20 +505,23 @@ class XuaVerifier:
 
     # ---- 4. Validity and audience --------------------------------------------------------------
     def _check_times(self, signed: etree._Element, now: datetime) -> None:
+        # The skew is applied to `now`, never to the assertion's instants: those may be any
+        # xs:dateTime, and 9999-12-31T23:59:59Z ("never expires") plus the skew, or a year-1
+        # instant minus it, is outside datetime's range (OverflowError, an internal error).
         skew = self.policy.clock_skew
         issued = _parse_time(signed.get("IssueInstant"), "IssueInstant")
-        if issued - skew > now:
+        if issued > now + skew:
             raise AssertionNotYetValid("IssueInstant in the future")
         conditions = signed.find(_q(SAML2, "Conditions"))
         if conditions is None or not conditions.get("NotOnOrAfter"):
             # XUA assertions are short-lived by design; one without an end is not accepted.
             raise AssertionExpired("no Conditions/@NotOnOrAfter")
         not_on_or_after = _parse_time(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
-        if now >= not_on_or_after + skew:
+        if now - skew >= not_on_or_after:
             raise AssertionExpired("NotOnOrAfter passed")
         if conditions.get("NotBefore"):
             not_before = _parse_time(conditions.get("NotBefore"), "NotBefore")
-            if now < not_before - skew:
+            if now + skew < not_before:
                 raise AssertionNotYetValid("NotBefore in the future")
 
     @staticmethod
@@ -552,7 +554,8 @@ class XuaVerifier:
             data = confirmation.find(_q(SAML2, "SubjectConfirmationData"))
             if data is not None and data.get("NotOnOrAfter"):
                 limit = _parse_time(data.get("NotOnOrAfter"), "SubjectConfirmationData")
-                if now >= limit + self.policy.clock_skew:
+                # Skew on `now`, not on the partner's instant (see _check_times).
+                if now - self.policy.clock_skew >= limit:
                     continue
             if method == HOLDER_OF_KEY and not _holds_key(data, client_certificate):
                 continue
@@ -745,11 +748,11 @@ def _pairs(value: etree._Element) -> dict[str, str]:
         return {str(k): str(v) for k, v in child.attrib.items() if "}" not in str(k)}
     text = (value.text or "").strip()
     if text.startswith("<") and len(text) < 4096:
-        try:
-            parsed = etree.fromstring(text.encode("utf-8"), _hardened_parser())
-            return {str(k): str(v) for k, v in parsed.attrib.items() if "}" not in str(k)}
-        except etree.XMLSyntaxError:
+        # The shared hardened parser (no DTD, entities or network; bounded depth).
+        parsed = parse_fragment(text.encode("utf-8"))
+        if parsed is None:
             return dict(_ATTR_PAIR.findall(text))
+        return {str(k): str(v) for k, v in parsed.attrib.items() if "}" not in str(k)}
     return {}
 
 

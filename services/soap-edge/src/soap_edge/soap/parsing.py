@@ -71,6 +71,13 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
+def hardened_parser() -> etree.XMLParser:
+    """This thread's parser with the hardened options, for libraries that take a parser
+    (signxml): the same no-DTD, no-entity, no-network rules as parse_untrusted. It has no size
+    or depth bound of its own, so give it only bytes that already passed parse_untrusted."""
+    return _parser()
+
+
 @functools.lru_cache(maxsize=16)
 def _too_deep(max_depth: int) -> etree.XPath:
     # True when an element sits at depth max_depth + 1: /*/*/... evaluated in C.
