@@ -9,7 +9,9 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import sys
+import threading
 from typing import Any
 
 from opentelemetry import trace
@@ -21,15 +23,60 @@ partner_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("xcagw_part
 
 _PSEUDONYM_KEY_ENV = "XCAGW_LOG_PSEUDONYM_KEY"
 
+log = logging.getLogger(__name__)
+
+# The HMAC key of `pseudonymise`, read from the environment once per process (setup_logging, or
+# the first pseudonym if logging was never set up) rather than on every call.
+_pseudonym_key: bytes | None = None
+_pseudonym_key_lock = threading.Lock()
+
+
+def _read_pseudonym_key() -> bytes:
+    configured = os.environ.get(_PSEUDONYM_KEY_ENV, "")
+    if configured.strip():
+        return configured.encode()
+    # No shared key: a public fallback would let anyone who reads the logs recover NHS numbers
+    # by hashing all 10^9 of them, so this process gets a secret of its own instead.
+    log.warning(
+        "%s is not set: patient pseudonyms in this process's logs use a random key, so they "
+        "cannot be compared with other processes' or across restarts",
+        _PSEUDONYM_KEY_ENV,
+    )
+    return secrets.token_bytes(32)
+
+
+def configure_pseudonym_key() -> None:
+    """(Re)read XCAGW_LOG_PSEUDONYM_KEY; unset or blank means a random per-process key.
+
+    setup_logging calls it, so each service reads the key once in main(). Deployments share one
+    key (a Kubernetes Secret; dev.env in development) so one patient's pseudonym is the same in
+    every service's logs.
+    """
+    global _pseudonym_key
+    key = _read_pseudonym_key()
+    with _pseudonym_key_lock:
+        _pseudonym_key = key
+
+
+def _current_pseudonym_key() -> bytes:
+    global _pseudonym_key
+    key = _pseudonym_key
+    if key is None:
+        with _pseudonym_key_lock:
+            if _pseudonym_key is None:
+                _pseudonym_key = _read_pseudonym_key()
+            key = _pseudonym_key
+    return key
+
 
 def pseudonymise(identifier: str) -> str:
-    """A stable, non-reversible token for a patient identifier, safe for logs.
+    """A stable, non-reversible token for a patient identifier, safe for logs: `pt_<16 hex>`.
 
-    Keyed (HMAC) so that NHS numbers, a small keyspace, cannot be brute-forced from the logs.
+    Keyed (HMAC-SHA256) with a secret key so that NHS numbers, a small keyspace, cannot be
+    brute-forced from the logs; stable for as long as the key is (configure_pseudonym_key).
     """
-    key = os.environ.get(_PSEUDONYM_KEY_ENV, "xcagw-dev-pseudonym-key").encode()
-    digest = hmac.new(key, identifier.strip().encode(), hashlib.sha256).hexdigest()
-    return "pt_" + digest[:16]
+    digest = hmac.new(_current_pseudonym_key(), identifier.strip().encode(), hashlib.sha256)
+    return "pt_" + digest.hexdigest()[:16]
 
 
 class EcsJsonFormatter(logging.Formatter):
@@ -70,7 +117,7 @@ class EcsJsonFormatter(logging.Formatter):
 
 
 def setup_logging(service_name: str, level: str = "INFO") -> None:
-    """Route every logger (ours, grpc, uvicorn) to stdout as ECS JSON."""
+    """Route every logger (ours, grpc, uvicorn) to stdout as ECS JSON; read the pseudonym key."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(EcsJsonFormatter(service_name))
     root = logging.getLogger()
@@ -83,3 +130,5 @@ def setup_logging(service_name: str, level: str = "INFO") -> None:
     # httpx logs full request URLs at INFO, which would carry NHS numbers in PDS paths.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # After the handler is in place, so a warning about a missing key is logged as JSON too.
+    configure_pseudonym_key()

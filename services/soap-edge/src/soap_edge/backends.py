@@ -187,11 +187,18 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # create_channel allows 64 MB messages: C-CDAs and GP Connect bundles can be several MB.
+        # TLS (mTLS with our client certificate) when backend_tls_ca_file is set; the health
+        # checks use these channels too, so readiness proves the TLS handshake.
+        tls = {
+            "ca_file": settings.backend_tls_ca_file,
+            "cert_file": settings.backend_tls_cert_file,
+            "key_file": settings.backend_tls_key_file,
+        }
         self.channels: dict[str, grpc.aio.Channel] = {
-            PDS: create_channel(settings.pds_adapter_addr),
-            GPCONNECT: create_channel(settings.gpconnect_adapter_addr),
-            CCDA: create_channel(settings.ccda_converter_addr),
-            TOKEN: create_channel(settings.token_service_addr),
+            PDS: create_channel(settings.pds_adapter_addr, **tls),
+            GPCONNECT: create_channel(settings.gpconnect_adapter_addr, **tls),
+            CCDA: create_channel(settings.ccda_converter_addr, **tls),
+            TOKEN: create_channel(settings.token_service_addr, **tls),
         }
         self.pds = pds_adapter_pb2_grpc.PdsAdapterServiceStub(self.channels[PDS])
         self.gpconnect = gpconnect_adapter_pb2_grpc.GpConnectAdapterServiceStub(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from xcagw_common.settings import BaseServiceSettings, dependency_addr
@@ -30,6 +31,23 @@ class Settings(BaseServiceSettings):
     gpconnect_adapter_addr: str = dependency_addr("GPCONNECT_ADAPTER_ADDR", "127.0.0.1:50053")
     ccda_converter_addr: str = dependency_addr("CCDA_CONVERTER_ADDR", "127.0.0.1:50054")
     token_service_addr: str = dependency_addr("TOKEN_SERVICE_ADDR", "127.0.0.1:50051")
+
+    # Our side of the backends' gRPC TLS (xcagw_common.grpc_server serves TLS with their
+    # tls_cert_file, mTLS with their tls_client_ca_file); the same for all four backends.
+    backend_tls_ca_file: str = Field(
+        default="",
+        description="CA bundle (PEM) that verifies the backend services' certificates; when set, "
+        "soap-edge calls pds-adapter, gpconnect-adapter, ccda-converter and token-service over "
+        "TLS (empty = plaintext).",
+    )
+    backend_tls_cert_file: str = Field(
+        default="",
+        description="Our client certificate (PEM) for backends that require mTLS; needs "
+        "backend_tls_key_file and backend_tls_ca_file.",
+    )
+    backend_tls_key_file: str = Field(
+        default="", description="Private key (PEM) of backend_tls_cert_file."
+    )
 
     # Identity of this responding gateway (ihe-xca-rules §4.4, §6).
     home_community_id: str = Field(
@@ -237,6 +255,34 @@ class Settings(BaseServiceSettings):
         if value not in ("P", "T", "D"):
             raise ValueError("processing_code must be P, T or D")
         return value
+
+    @model_validator(mode="after")
+    def _backend_tls(self) -> Settings:
+        """Refuse to start with backend TLS settings that cannot work, naming the variables: a
+        client certificate is only sent inside TLS, and needs its key."""
+        cert, key, ca = (
+            self.backend_tls_cert_file,
+            self.backend_tls_key_file,
+            self.backend_tls_ca_file,
+        )
+        if bool(cert) != bool(key):
+            raise ValueError(
+                "backend_tls_cert_file and backend_tls_key_file (SOAP_EDGE_BACKEND_TLS_CERT_FILE, "
+                "SOAP_EDGE_BACKEND_TLS_KEY_FILE) must be set together"
+            )
+        if cert and not ca:
+            raise ValueError(
+                "backend_tls_cert_file (mTLS) needs backend_tls_ca_file "
+                "(SOAP_EDGE_BACKEND_TLS_CA_FILE): a client certificate is only sent over TLS"
+            )
+        for name, path in (
+            ("backend_tls_ca_file", ca),
+            ("backend_tls_cert_file", cert),
+            ("backend_tls_key_file", key),
+        ):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name} (SOAP_EDGE_{name.upper()}): no such file {path!r}")
+        return self
 
     @property
     def hcid(self) -> str:

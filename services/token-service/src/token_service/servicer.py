@@ -40,6 +40,7 @@ client_assertion JWT") and local failures:
 | Redis unreachable (cache, key state)     | UNAVAILABLE         | CACHE_UNAVAILABLE               |
 | no signing key loaded on this replica    | FAILED_PRECONDITION | SIGNING_KEY_UNAVAILABLE         |
 | api_key or token_url not configured      | FAILED_PRECONDITION | OAUTH_NOT_CONFIGURED            |
+| unexpected bug (e.g. corrupt key state)  | INTERNAL            | INTERNAL                        |
 
 INTERNAL means our assertion is wrong (a bug: alert); FAILED_PRECONDITION means configuration or
 registration must change (key not in the portal, wrong API key or token URL, clock skew);
@@ -55,6 +56,7 @@ MintGpConnectJwt:
 | no organisation name (context, settings) | INVALID_ARGUMENT    | MISSING_REQUESTING_ORGANISATION |
 | gpc_issuer / gpc_consumer_asid unset     | FAILED_PRECONDITION | GPC_NOT_CONFIGURED              |
 | organisation id has no ODS code          | FAILED_PRECONDITION | ODS_CODE_UNRESOLVED             |
+| unexpected bug                           | INTERNAL            | INTERNAL                        |
 
 GetJwks / RotateKeys:
 
@@ -65,6 +67,7 @@ GetJwks / RotateKeys:
 | read-only keys_dir, no unused PEM       | FAILED_PRECONDITION | NO_NEXT_KEY             |
 | another replica holds the rotation lock | ABORTED             | ROTATION_IN_PROGRESS    |
 | keys_dir not readable / writable        | INTERNAL            | KEY_STORAGE_ERROR       |
+| unexpected bug (e.g. corrupt key state) | INTERNAL            | INTERNAL                |
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from redis.exceptions import RedisError
@@ -80,7 +83,7 @@ from redis.exceptions import RedisError
 from token_service.config import Settings
 from token_service.gpconnect import GpConnectJwtError, build_claims, encode_unsigned
 from token_service.keys import KeyFileError
-from token_service.metrics import TOKENS_MINTED
+from token_service.metrics import OAUTH_ERRORS, TOKENS_MINTED
 from token_service.oauth import NhsTokenProvider, OAuthFailure
 from token_service.rotation import (
     Clock,
@@ -109,6 +112,9 @@ def _bind_context(context: Any) -> None:
 
 
 class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
+    """Each RPC maps the failures it knows to the tables above; anything else is a bug, answered
+    INTERNAL "internal error" (never the exception text, which may quote Redis or key data)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -121,10 +127,57 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         self.tokens = tokens
         self.clock = clock
 
+    # ---- RPCs: the house catch-all around each handler -------------------------------------
+
     async def GetNhsAccessToken(  # noqa: N802 - generated name
         self, request: token_service_pb2.GetNhsAccessTokenRequest, context: _Context
     ) -> token_service_pb2.GetNhsAccessTokenResponse:
         _bind_context(request.context)
+        try:
+            return await self._get_nhs_access_token(request, context)
+        except grpc.aio.AbortError:
+            raise  # already answered with its mapped status
+        except Exception:  # noqa: BLE001 - never a stack trace or exception text to the caller
+            OAUTH_ERRORS.labels("INTERNAL").inc()
+            await _crash(context, "GetNhsAccessToken")
+
+    async def MintGpConnectJwt(  # noqa: N802 - generated name
+        self, request: token_service_pb2.MintGpConnectJwtRequest, context: _Context
+    ) -> token_service_pb2.MintGpConnectJwtResponse:
+        _bind_context(request.context)
+        try:
+            return await self._mint_gpconnect_jwt(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # noqa: BLE001 - never a stack trace or exception text to the caller
+            await _crash(context, "MintGpConnectJwt")
+
+    async def GetJwks(  # noqa: N802 - generated name
+        self, request: token_service_pb2.GetJwksRequest, context: _Context
+    ) -> token_service_pb2.GetJwksResponse:
+        try:
+            return await self._get_jwks(context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # noqa: BLE001 - never a stack trace or exception text to the caller
+            await _crash(context, "GetJwks")
+
+    async def RotateKeys(  # noqa: N802 - generated name
+        self, request: token_service_pb2.RotateKeysRequest, context: _Context
+    ) -> token_service_pb2.RotateKeysResponse:
+        _bind_context(request.context)
+        try:
+            return await self._rotate_keys(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # noqa: BLE001 - never a stack trace or exception text to the caller
+            await _crash(context, "RotateKeys")
+
+    # ---- handlers ------------------------------------------------------------------------------
+
+    async def _get_nhs_access_token(
+        self, request: token_service_pb2.GetNhsAccessTokenRequest, context: _Context
+    ) -> token_service_pb2.GetNhsAccessTokenResponse:
         try:
             token, from_cache = await self.tokens.get_token(request.force_refresh)
         except OAuthFailure as failure:
@@ -136,10 +189,9 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             from_cache=from_cache,
         )
 
-    async def MintGpConnectJwt(  # noqa: N802 - generated name
+    async def _mint_gpconnect_jwt(
         self, request: token_service_pb2.MintGpConnectJwtRequest, context: _Context
     ) -> token_service_pb2.MintGpConnectJwtResponse:
-        _bind_context(request.context)
         try:
             claims = build_claims(
                 self.settings,
@@ -155,9 +207,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             jwt=encode_unsigned(claims), expires_at=int(claims["exp"])
         )
 
-    async def GetJwks(  # noqa: N802 - generated name
-        self, request: token_service_pb2.GetJwksRequest, context: _Context
-    ) -> token_service_pb2.GetJwksResponse:
+    async def _get_jwks(self, context: _Context) -> token_service_pb2.GetJwksResponse:
         try:
             view = await self.keys.view()
         except StateUnavailableError:
@@ -178,10 +228,9 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             jwks_json=json.dumps(view.jwks()), active_kid=view.active.kid
         )
 
-    async def RotateKeys(  # noqa: N802 - generated name
+    async def _rotate_keys(
         self, request: token_service_pb2.RotateKeysRequest, context: _Context
     ) -> token_service_pb2.RotateKeysResponse:
-        _bind_context(request.context)
         try:
             result = await self.keys.rotate("manual")
         except RotationBusyError:
@@ -236,3 +285,11 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             previous_kid=result.previous_kid,
             published_kids=result.published_kids,
         )
+
+
+async def _crash(context: _Context, rpc: str) -> NoReturn:
+    """The house answer to a bug: the traceback goes to our log, the caller gets INTERNAL with a
+    fixed message. The log line names the RPC only; tracebacks carry no local variables, so no
+    request field, token or key material is written."""
+    log.exception("%s failed unexpectedly", rpc)
+    await abort(context, grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
