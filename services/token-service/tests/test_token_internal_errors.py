@@ -14,14 +14,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import redis
 from prometheus_client import REGISTRY
 
 from token_service.config import app_namespace
+from token_service.rotation import KeyManagementError, StateCorruptError
 from xcagw.common.v1 import common_pb2
 from xcagw.token.v1 import token_service_pb2
 from xcagw_common.errors import error_reason
+from xcagw_common.grpc_client import check_health
 
 # Text that only the corrupt document holds: it must reach neither the caller nor be needed to
 # understand the answer.
@@ -102,3 +105,46 @@ async def test_corrupt_key_state_is_internal_with_a_fixed_message(
         assert token.access_token.startswith("stub-")
     finally:
         store.close()
+
+
+async def test_corrupt_key_state_outside_the_rpcs(
+    service: Any, redis_url: str, caplog: pytest.LogCaptureFixture, eventually: Any
+) -> None:
+    """The JWKS endpoint answers 503 (not a 500), readiness turns NOT_SERVING, and the rotation
+    schedule sees a KeyManagementError (which it survives) instead of a raw KeyError; once the
+    state is repaired everything recovers. The corrupt state is never overwritten."""
+    state_key = f"{app_namespace(service.app.settings)}:keys:state"
+    store = redis.Redis.from_url(redis_url)
+    try:
+        good = store.get(state_key)
+        store.set(state_key, CORRUPT_STATES["record-missing-fields"])
+        caplog.set_level(logging.ERROR, logger="token_service.rotation")
+
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(service.jwks_url)
+        assert answer.status_code == 503
+        assert answer.headers["cache-control"] == "no-store"
+        assert MARKER not in answer.text
+        with pytest.raises(StateCorruptError):
+            await service.runtime.keys.tick()
+        assert isinstance(StateCorruptError("x"), KeyManagementError)
+        assert any("key state in Redis is unreadable" in r.getMessage() for r in caplog.records)
+        await eventually(lambda: _not_serving(service))
+        assert store.get(state_key) == CORRUPT_STATES["record-missing-fields"].encode()
+
+        store.set(state_key, good)
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(service.jwks_url)
+        assert answer.status_code == 200
+        assert [k["kid"] for k in answer.json()["keys"]] == ["seed-1"]
+        await eventually(lambda: _serving(service))
+    finally:
+        store.close()
+
+
+async def _serving(svc: Any) -> bool:
+    return await check_health(svc.channel)
+
+
+async def _not_serving(svc: Any) -> bool:
+    return not await check_health(svc.channel)

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from token_service.rotation import KeyManager, StateUnavailableError
+from token_service.rotation import KeyManager, StateCorruptError, StateUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def create_jwks_app(keys: KeyManager, max_age_seconds: int) -> FastAPI:
     async def jwks() -> Response:
         try:
             view = await keys.view()
-        except StateUnavailableError:
+        except (StateUnavailableError, StateCorruptError):
             return JSONResponse(
                 {"error": "key state unavailable"},
                 status_code=503,

@@ -103,6 +103,14 @@ class StateUnavailableError(KeyManagementError):
     """Redis is unreachable and this replica has no earlier view of the keys."""
 
 
+class StateCorruptError(KeyManagementError):
+    """The shared key state in Redis cannot be read (not the JSON this service writes).
+
+    Nothing rotates or signs from it, and nothing overwrites it: an operator restores it (from a
+    replica's log of kids, or by deleting it to bootstrap afresh), because a rewrite could drop
+    a published key that NHS still uses to verify our assertions."""
+
+
 @dataclass
 class KeyRecord:
     """One key in the shared state (public material only)."""
@@ -194,6 +202,15 @@ class KeyState:
         )
 
 
+def _read_state(raw: str | bytes) -> KeyState:
+    try:
+        return KeyState.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # json.JSONDecodeError is a ValueError; the others are a document of the wrong shape.
+        log.error("key state in Redis is unreadable: %s", type(exc).__name__)
+        raise StateCorruptError("key state in Redis is unreadable") from None
+
+
 @dataclass(frozen=True)
 class RotationResult:
     new_kid: str
@@ -229,7 +246,7 @@ class KeyManager:
             await self.redis.set(self.state_key, self._snapshot.to_json(), nx=True)
             raw = await self.redis.get(self.state_key)
             log.warning("key state missing in Redis: restored from the last known view")
-        state = None if raw is None else KeyState.from_json(raw)
+        state = None if raw is None else _read_state(raw)
         if state is not None:
             self._snapshot = state
         return state
