@@ -169,3 +169,70 @@ def test_codes_and_parser_tolerate_shapes() -> None:
     }
     assert medication_codes(bundle) == {AMP, "123"}
     assert parse_lookup("x", {"parameter": ["junk", {"name": "property"}]}).code == "x"
+
+
+FAST = "39720311000001101"
+SLOW = "42109611000001109"
+
+
+class SplitTerminology:
+    """A real HTTP server: FAST answers at once; SLOW never answers and records the hang-up."""
+
+    def __init__(self) -> None:
+        self.slow_hung_up = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        code = parse_qs(urlsplit(head.split(b" ")[1].decode()).query).get("code", [""])[0]
+        if code == SLOW:
+            await reader.read()  # until the client closes the connection
+            self.slow_hung_up.set()
+            writer.close()
+            return
+        body = json.dumps(lookup_body(code)).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_timeout_keeps_finished_lookups_and_cancels_the_rest() -> None:
+    fake = SplitTerminology()
+    await fake.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            enricher = DmdEnricher(
+                f"http://127.0.0.1:{fake.port}/FHIR/R4", http=http, timeout_seconds=0.5
+            )
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            found = await enricher.lookup([FAST, SLOW])
+            elapsed = loop.time() - started
+            # The fast lookup's enrichment survives the overall timeout...
+            assert set(found) == {FAST}
+            assert found[FAST].display == "Paracetamol 500mg tablets (Acme)"
+            assert found[FAST].vmp_code == VMP
+            # ...the slow one was given up at the budget, not awaited to the end...
+            assert elapsed < 3.0
+            # ...cancelled and awaited: no lookup task outlives the call, its connection closed.
+            assert not [
+                t for t in asyncio.all_tasks() if not t.done() and "_fetch" in repr(t.get_coro())
+            ]
+            await asyncio.wait_for(fake.slow_hung_up.wait(), timeout=5.0)
+    finally:
+        await fake.stop()

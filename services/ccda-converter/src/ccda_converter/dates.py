@@ -31,14 +31,12 @@ def ts_of(value: str) -> str | None:
     if m is None:
         return None
     year, month, day, hour, minute, second, frac, tz = m.groups()
+    if not _real(year, month, day, hour, minute, second, tz):
+        return None
     out = year
     if month:
-        if not 1 <= int(month) <= 12:
-            return None
         out += month
         if day:
-            if not 1 <= int(day) <= 31:
-                return None
             out += day
             if hour:
                 out += hour + minute
@@ -49,6 +47,37 @@ def ts_of(value: str) -> str | None:
                 if tz:
                     out += "+0000" if tz == "Z" else tz.replace(":", "")
     return out
+
+
+def _real(
+    year: str,
+    month: str | None,
+    day: str | None,
+    hour: str | None,
+    minute: str | None,
+    second: str | None,
+    tz: str | None,
+) -> bool:
+    """Whether the matched parts name a real moment, at every precision the value gives.
+
+    The regex checks only the shape: "1987-02-29" or "2023-04-31" would become a TS that is no
+    valid HL7 date and breaks readers of the CCD (e.g. the XDS serviceStartTime that soap-edge
+    derives from the serviceEvent low). datetime does the calendar check; a unit the value does
+    not give defaults to its first value, so "2023-05" is checked as a year and a month.
+    """
+    try:
+        dt.date(int(year), int(month or 1), int(day or 1))
+        if hour is not None and minute is not None:
+            # FHIR R4/STU3 dateTime allows second 60 (leap seconds); datetime.time does not.
+            seconds = int(second or 0)
+            dt.time(int(hour), int(minute), 59 if seconds == 60 else seconds)
+    except ValueError:
+        return False
+    if tz is None or tz == "Z":
+        return True
+    # FHIR dateTime offsets run from -13:59 to +14:00 (the regex of the FHIR dateTime type).
+    hours, minutes = int(tz[1:3]), int(tz[-2:])
+    return minutes < 60 and (hours < 14 or (hours == 14 and minutes == 0))
 
 
 def sort_key(ts: str) -> str:

@@ -127,16 +127,44 @@ class DmdEnricher:
         found = await self._from_cache(wanted)
         missing = [c for c in wanted if c not in found]
         if missing:
-            try:
-                async with asyncio.timeout(self.timeout_seconds):
-                    results = await asyncio.gather(*(self._fetch(c) for c in missing))
-            except TimeoutError:
-                log.warning("dm+d lookups timed out; converting without enrichment for the rest")
-                results = []
+            results = await self._fetch_all(missing)
             fresh = {r.code: r for r in results if r is not None}
             found.update(fresh)
             await self._to_cache(fresh)
         return found
+
+    async def _fetch_all(self, codes: list[str]) -> list[DmdConcept | None]:
+        """The lookups that finish within the overall budget; the rest are cancelled.
+
+        asyncio.wait, not gather under a timeout: a timeout around gather cancels every lookup
+        and loses the ones that had already answered.
+        """
+        tasks = [asyncio.create_task(self._fetch(c)) for c in codes]
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=self.timeout_seconds)
+        finally:
+            # Also when this request itself is cancelled: never leave lookups running behind it.
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            log.warning(
+                "dm+d lookups timed out: %d of %d converted without enrichment",
+                len(pending),
+                len(tasks),
+            )
+        results: list[DmdConcept | None] = []
+        for task in done:
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                # A lookup never fails the conversion (module docstring); the code goes unenriched.
+                log.warning("dm+d lookup failed: %s", type(exc).__name__)
+                continue
+            results.append(task.result())
+        return results
 
     async def _from_cache(self, codes: list[str]) -> dict[str, DmdConcept]:
         if self.redis is None:

@@ -7,12 +7,17 @@ so a hostile CCD cannot inject markup or script.
 
 from __future__ import annotations
 
+import functools
+
 from lxml import etree, html
 from lxml.html import builder as h
 
 from ccda_converter.ns import XPATH_NS, v3
 
 MAX_CCD_BYTES = 50 * 1024 * 1024
+# soap-edge reads the CCDs it serves with max_xml_depth (64) x 4 = 256 levels, and libxml2 stops
+# at 256 levels by itself without XML_PARSE_HUGE; the CCDs this converter writes are < 20 deep.
+MAX_CCD_DEPTH = 256
 
 CSS = """
 body{font-family:Arial,Helvetica,sans-serif;margin:1.5em;color:#212b32;font-size:14px}
@@ -49,17 +54,51 @@ class RenderError(ValueError):
     """The input is not a CDA document we can render."""
 
 
-def parse_ccd(ccd_xml: bytes) -> etree._Element:
-    """Parse untrusted CDA XML safely (no entities, no network, no DTD, no huge trees)."""
+def _parser() -> etree.XMLParser:
+    # A new parser per call: lxml parsers are not thread-safe and the thread executor shares
+    # this module between threads. Parsing dominates; building the parser is cheap.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _too_deep(max_depth: int) -> etree.XPath:
+    # True when an element sits at depth max_depth + 1: /*/*/... evaluated in C.
+    return etree.XPath("boolean(" + "/*" * (max_depth + 1) + ")")
+
+
+def _depth_error(exc: etree.XMLSyntaxError) -> bool:
+    """Whether libxml2 stopped at its own nesting cap ("Excessive depth in document: 256").
+
+    The error that stopped the parse, not ``exc.error_log``: that log also holds the errors of
+    earlier parses in the same thread.
+    """
+    return "excessive depth" in str(exc.msg).lower()
+
+
+def parse_ccd(ccd_xml: bytes, *, max_depth: int = MAX_CCD_DEPTH) -> etree._Element:
+    """Parse untrusted CDA XML or raise RenderError with a fixed message.
+
+    No entities, no network, no DTD, no huge trees, bounded size and depth, and no DOCTYPE at all
+    (CDA R2 documents have none; refusing it is the simplest defence against entity tricks). The
+    messages never echo the parser's text: it quotes the input, and it goes back to the caller.
+    """
     if len(ccd_xml) > MAX_CCD_BYTES:
         raise RenderError("CCD is larger than the 50 MB limit")
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-    )
+    deeper = f"CCD XML is nested deeper than {max_depth} levels"
     try:
-        root = etree.fromstring(ccd_xml, parser)
+        root = etree.fromstring(ccd_xml, _parser())
     except etree.XMLSyntaxError as exc:
-        raise RenderError(f"CCD is not well-formed XML: {exc}") from None
+        raise RenderError(deeper if _depth_error(exc) else "CCD is not well-formed XML") from None
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None:
+        raise RenderError("CCD XML with a DOCTYPE is not accepted")
+    if _too_deep(max_depth)(root):
+        raise RenderError(deeper)
     if root.tag != v3("ClinicalDocument"):
         raise RenderError("XML root is not an HL7 CDA ClinicalDocument")
     return root

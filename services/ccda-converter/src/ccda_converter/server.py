@@ -11,7 +11,7 @@ import httpx
 from ccda_converter import compiled
 from ccda_converter.config import Settings
 from ccda_converter.dmd import DmdEnricher
-from ccda_converter.servicer import SERVICE_NAME, CcdaConverterServicer, ping_worker
+from ccda_converter.servicer import SERVICE_NAME, CcdaConverterServicer
 from xcagw.ccda.v1 import ccda_converter_pb2_grpc
 from xcagw_common import telemetry
 from xcagw_common.grpc_server import GrpcApp, ServicerBinding, serve
@@ -30,13 +30,11 @@ def make_executor(settings: Settings) -> Executor:
     )
 
 
-async def run(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    setup_logging("ccda-converter", settings.log_level)
-    provider = telemetry.setup("ccda-converter")
-    # Which build runs (the image ships the mypyc-compiled conversion modules; build_mypyc.py).
-    log.info("conversion modules: %s", "mypyc-compiled" if compiled() else "Python source")
-    executor = make_executor(settings)
+def create_app(settings: Settings) -> GrpcApp:
+    """The service wired from settings; call inside the running event loop.
+
+    Clients are created here (not at import time) and closed by the app's shutdown hooks.
+    """
     http = httpx.AsyncClient(timeout=settings.terminology_timeout_seconds)
     redis = (
         create_redis(settings.redis_url.get_secret_value()) if settings.terminology_url else None
@@ -52,26 +50,26 @@ async def run(settings: Settings | None = None) -> None:
         if settings.terminology_url
         else None
     )
+
+    def new_executor() -> Executor:
+        return make_executor(settings)
+
+    # The factory replaces the process pool when a worker dies (the servicer's docstring).
     servicer = CcdaConverterServicer(
-        executor=executor,
+        executor=new_executor(),
+        executor_factory=new_executor,
         enricher=enricher,
         document_id_root=settings.document_id_root,
         max_bundle_bytes=settings.max_bundle_bytes,
     )
 
-    async def executor_ready() -> None:
-        import asyncio
-
-        await asyncio.get_running_loop().run_in_executor(executor, ping_worker)
-
     async def close() -> None:
         await http.aclose()
         if redis is not None:
             await redis.aclose()
-        executor.shutdown(wait=False, cancel_futures=True)
-        telemetry.shutdown(provider)
+        servicer.shutdown()
 
-    app = GrpcApp(
+    return GrpcApp(
         name="ccda-converter",
         settings=settings,
         bindings=[
@@ -83,8 +81,19 @@ async def run(settings: Settings | None = None) -> None:
         ],
         # Redis and the terminology server are optional (enrichment degrades), so readiness
         # only needs the conversion workers.
-        readiness_checks=[executor_ready],
-        on_startup=[executor_ready],
+        readiness_checks=[servicer.ping],
+        on_startup=[servicer.ping],
         on_shutdown=[close],
     )
-    await serve(app)
+
+
+async def run(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    setup_logging("ccda-converter", settings.log_level)
+    provider = telemetry.setup("ccda-converter")
+    # Which build runs (the image ships the mypyc-compiled conversion modules; build_mypyc.py).
+    log.info("conversion modules: %s", "mypyc-compiled" if compiled() else "Python source")
+    try:
+        await serve(create_app(settings))
+    finally:
+        telemetry.shutdown(provider)
