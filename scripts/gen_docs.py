@@ -647,8 +647,10 @@ def grpc_pages(proto_root: Path) -> dict[str, str]:
         "# gRPC API",
         "",
         "The internal contracts between the services, generated from the comments in `protos/`. "
-        "Every service also serves the standard `grpc.health.v1.Health` service (SERVING only "
-        "while its own dependencies are ready) and server reflection, so "
+        "Every service also serves the standard `grpc.health.v1.Health` service (readiness: "
+        '`""` and each service name, SERVING only while its own dependencies are ready; '
+        "liveness: the name `liveness`, SERVING while the process runs, whatever its "
+        "dependencies) and server reflection, so "
         "`grpcurl -plaintext HOST:PORT list` works. Failures are gRPC statuses carrying a "
         "`google.rpc.ErrorInfo` (domain `xcagw`) whose `reason` is stable; clients read it with "
         "`xcagw_common.errors.error_reason`.",

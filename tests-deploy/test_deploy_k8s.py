@@ -26,6 +26,7 @@ from deploy_k8s import (
 )
 from deploy_tools import run
 
+from xcagw_common.grpc_server import LIVENESS_SERVICE
 from xcagw_devstack.launcher import GRPC_SERVICES
 
 SERVICES = (*GRPC_SERVICES, "soap-edge")
@@ -151,14 +152,27 @@ def test_probes_are_native_grpc_and_http_for_soap_edge(target: str) -> None:
         port = container_port(deployments[name], "grpc")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == port, f"{name} {probe}"
-        # Liveness must tolerate a dependency outage far longer than readiness does.
-        live, ready = c["livenessProbe"], c["readinessProbe"]
-        assert live["periodSeconds"] * live["failureThreshold"] >= 4 * (
-            ready["periodSeconds"] * ready["failureThreshold"]
-        )
+        # Startup and liveness ask the dependency-free `liveness` status: a Redis or backend
+        # outage must never restart the pods (CrashLoopBackOff, lost in-process tokens).
+        # Readiness asks the overall status ("" = no `service` key), which follows dependencies.
+        for probe in ("startupProbe", "livenessProbe"):
+            assert c[probe]["grpc"].get("service") == LIVENESS_SERVICE, f"{name} {probe}"
+        assert "service" not in c["readinessProbe"]["grpc"], name
     edge = container(deployments["soap-edge"])
     assert edge["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert edge["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert edge["startupProbe"]["httpGet"]["path"] == "/health/live"
+    # The same rule for any gRPC probe of any workload, including ones added later.
+    for name, dep in deployments.items():
+        for c in pod_spec(dep)["containers"]:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                grpc_probe = c.get(probe, {}).get("grpc")
+                if grpc_probe is None:
+                    continue
+                restarts = probe != "readinessProbe"
+                assert (grpc_probe.get("service") == LIVENESS_SERVICE) is restarts, (
+                    f"{name}/{c['name']} {probe}"
+                )
 
 
 @pytest.mark.parametrize("target", OVERLAYS)

@@ -140,7 +140,7 @@ async def test_retry_http_retries_5xx_then_succeeds() -> None:
     assert after == before + 1
 
 
-async def test_retry_http_honours_retry_after_and_caps_it() -> None:
+async def test_retry_http_honours_retry_after_up_to_the_cap_only() -> None:
     client, _ = scripted_client([429, 200], headers={"Retry-After": "3"})
     sleep = RecordingSleep()
     async with client:
@@ -152,15 +152,17 @@ async def test_retry_http_honours_retry_after_and_caps_it() -> None:
     assert response.status_code == 200
     assert sleep.delays == [3.0]
 
-    client, _ = scripted_client([503, 200], headers={"Retry-After": "120"})
+    # Beyond the cap the Retry-After is not shortened to the cap: no retry, the 503 stands.
+    client, seen = scripted_client([503, 200], headers={"Retry-After": "120"})
     sleep = RecordingSleep()
     async with client:
-        await retry_http(
+        response = await retry_http(
             lambda: client.get("http://upstream/x"),
             RetryPolicy(max_attempts=3, retry_after_cap=5.0),
             sleep=sleep,
         )
-    assert sleep.delays == [5.0]
+    assert response.status_code == 503 and response.headers["Retry-After"] == "120"
+    assert len(seen) == 1 and sleep.delays == []
 
 
 async def test_retry_http_returns_last_response_when_attempts_run_out() -> None:
@@ -557,3 +559,91 @@ async def test_local_limiter_gcra() -> None:
         await limiter.reserve(max_wait=0.1)
     with pytest.raises(ValueError):
         LocalRateLimiter("bad", rate=0)
+
+
+# ------------------------------------------------------------------ what the breaker counts
+
+
+async def test_deadline_spent_before_any_attempt_is_not_an_upstream_failure() -> None:
+    clock = FakeClock()
+    deadline = Deadline.after(1.0, clock=clock)
+    clock.advance(2.0)  # e.g. the token fetch before the read used the whole deadline
+    client, seen = scripted_client([200])
+    breaker = CircuitBreaker(
+        "cb-spent", failure_threshold=1, is_failure=is_transient_http_error, clock=clock
+    )
+    async with client:
+        with pytest.raises(DeadlineExceededError) as info:
+            async with breaker.guard():
+                await retry_http(
+                    lambda: client.get("http://upstream/x"), RetryPolicy(), deadline=deadline
+                )
+    assert info.value.upstream_failure is False and not is_transient_http_error(info.value)
+    assert seen == [] and breaker.state is CircuitState.CLOSED
+
+
+async def test_deadline_passed_after_upstream_failures_counts() -> None:
+    clock = FakeClock()
+    client, seen = scripted_client([httpx.ConnectError("refused"), 200])
+
+    async def overrunning_sleep(seconds: float) -> None:
+        clock.advance(seconds + 5.0)  # the event loop was starved well past the deadline
+
+    async with client:
+        with pytest.raises(DeadlineExceededError) as info:
+            await retry_http(
+                lambda: client.get("http://upstream/x"),
+                RetryPolicy(max_attempts=3, base_delay=0.1),
+                deadline=Deadline.after(1.0, clock=clock),
+                sleep=overrunning_sleep,
+            )
+    assert len(seen) == 1
+    assert info.value.upstream_failure is True and is_transient_http_error(info.value)
+
+
+async def test_limiter_wait_outside_an_attempt_is_unchanged() -> None:
+    clock = FakeClock()
+    sleep = RecordingSleep(clock)
+    limiter = LocalRateLimiter("outside", rate=1.0, clock=clock, sleep=sleep)
+    assert await limiter.acquire(max_wait=5.0) == 0.0
+    assert await limiter.acquire(max_wait=5.0) == pytest.approx(1.0)
+    assert sleep.delays == [pytest.approx(1.0)]
+
+
+# ------------------------------------------------------------------ half-open probe bookkeeping
+
+
+@pytest.mark.parametrize("late_outcome", ["neutral", "cancelled"])
+async def test_late_end_of_a_replaced_probe_keeps_the_new_probe_slot(late_outcome: str) -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, f"cb-late-probe-{late_outcome}")
+    for _ in range(3):
+        await fail(breaker)
+    clock.advance(10.0)
+    hung = breaker.guard()  # probe 1 hangs
+    assert hung.probe
+    clock.advance(10.0)  # past the reset timeout: its slot goes to a new probe
+    current = breaker.guard()
+    assert current.probe
+    # Probe 1 finally ends without news about the upstream (a neutral error, or cancelled).
+    exc: BaseException = NotAFailure() if late_outcome == "neutral" else asyncio.CancelledError()
+    await hung.__aexit__(type(exc), exc, None)
+    assert breaker.state is CircuitState.HALF_OPEN
+    with pytest.raises(CircuitOpenError):
+        breaker.guard()  # probe 2 is still in flight: nobody else gets through
+    async with current:
+        pass
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_current_probe_frees_its_own_slot() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, "cb-own-probe")
+    for _ in range(3):
+        await fail(breaker)
+    clock.advance(10.0)
+    probe = breaker.guard()
+    await probe.__aexit__(NotAFailure, NotAFailure(), None)  # neutral: the slot is free again
+    assert breaker.state is CircuitState.HALF_OPEN
+    next_probe = breaker.guard()
+    assert next_probe.probe

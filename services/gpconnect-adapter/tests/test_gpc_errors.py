@@ -255,3 +255,55 @@ async def test_gpc_record_of_another_patient_is_never_returned(
         failure = await rpc_error(running.stub.GetStructuredRecord(record_request("9000000009")))
     assert (failure.code, failure.reason) == (C.INTERNAL, "PATIENT_MISMATCH")
     assert "9000000017" not in failure.details + str(failure.metadata)
+
+
+def _patient(*identifiers: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "resource": {
+            "resourceType": "Patient",
+            "id": "1",
+            "identifier": [{"system": system, "value": value} for system, value in identifiers],
+        }
+    }
+
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+@pytest.mark.parametrize(
+    ("entries", "passed"),
+    [
+        # The requested patient alone (the NHS number may be written with spaces).
+        ([_patient((NHS, "900 000 0009"))], True),
+        # No NHS number identifier: nothing says whose record this is.
+        ([_patient()], False),
+        ([_patient(("https://fhir.example.org/Id/local", "9000000009"))], False),
+        # No Patient at all.
+        ([{"resource": {"resourceType": "AllergyIntolerance", "id": "a"}}], False),
+        # The requested patient and somebody else, or an unidentified second Patient.
+        ([_patient((NHS, "9000000009")), _patient((NHS, "9000000017"))], False),
+        ([_patient((NHS, "9000000009")), _patient()], False),
+    ],
+    ids=["requested", "no-identifier", "other-system", "no-patient", "two-patients", "unknown"],
+)
+async def test_gpc_patient_check_fails_closed(
+    adapter_settings: dict[str, Any],
+    sandbox: Sandbox,
+    ssp: FakeSsp,
+    ssp_certs: CertSet,
+    entries: list[dict[str, Any]],
+    passed: bool,
+) -> None:
+    # GP Connect Access Record Structured: the Bundle holds the Patient, with its NHS number.
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    ssp.canned = (200, json.dumps(bundle).encode())
+    async with run_adapter({**adapter_settings, **via_ssp(ssp, ssp_certs)}) as running:
+        call = running.stub.GetStructuredRecord(record_request("9000000009"), timeout=30)
+        if passed:
+            response = await call
+            assert response.nhs_number == "9000000009"
+            assert json.loads(response.bundle_json) == bundle
+            return
+        failure = await rpc_error(call)
+    assert (failure.code, failure.reason) == (C.INTERNAL, "PATIENT_MISMATCH")
+    assert "9000000017" not in failure.details + str(failure.metadata)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import grpc
+import pytest
 from gpc_testkit import (
     RunningAdapter,
     Sandbox,
@@ -144,7 +145,9 @@ async def test_gpc_breaker_is_per_provider_endpoint(
 async def test_gpc_sds_failure_is_retried_and_not_cached(
     adapter_settings: dict[str, Any], sandbox: Sandbox
 ) -> None:
-    sandbox.set_faults({"sds": {"error_rate": 1.0, "error_status": 503}})
+    # Retry-After 0: the sandbox's default (1 s) is beyond retry_after_max_seconds, and a
+    # Retry-After beyond the cap ends the retries (xcagw_common.resilience.RetryPolicy).
+    sandbox.set_faults({"sds": {"error_rate": 1.0, "error_status": 503, "retry_after_seconds": 0}})
     lookup = gpconnect_adapter_pb2.LookupEndpointRequest(
         context=request_context(), ods_code="Y12345"
     )
@@ -155,3 +158,39 @@ async def test_gpc_sds_failure_is_retried_and_not_cached(
         sandbox.clear_faults()
         response = await running.stub.LookupEndpoint(lookup, timeout=10)
         assert not response.from_cache
+
+
+@pytest.mark.parametrize(
+    ("api", "fault", "code", "reason", "retry_after"),
+    [
+        # The sandbox's injected 429 carries a BAD_REQUEST OperationOutcome, and a provider's
+        # Spine code decides the status (outcomes.from_http); the Retry-After is passed on.
+        ("gpconnect", {"burst_429": 10, "retry_after_seconds": 7}, C.INVALID_ARGUMENT,
+         "BAD_REQUEST", "7.0"),
+        ("gpconnect", {"error_rate": 1.0, "error_status": 503, "retry_after_seconds": 3},
+         C.UNAVAILABLE, "INTERNAL_SERVER_ERROR", "3.0"),
+        # The sandbox sends Retry-After with 429 and 503 only: nothing to pass on for a 500.
+        ("gpconnect", {"error_rate": 1.0, "error_status": 500}, C.UNAVAILABLE,
+         "INTERNAL_SERVER_ERROR", None),
+        ("sds", {"burst_429": 10, "retry_after_seconds": 7}, C.RESOURCE_EXHAUSTED,
+         "RATE_LIMITED", "7.0"),
+        ("sds", {"error_rate": 1.0, "error_status": 503, "retry_after_seconds": 3},
+         C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "3.0"),
+    ],
+)  # fmt: skip
+async def test_gpc_final_retry_after_is_passed_on(
+    adapter: RunningAdapter,
+    sandbox: Sandbox,
+    api: str,
+    fault: dict[str, Any],
+    code: C,
+    reason: str,
+    retry_after: str | None,
+) -> None:
+    # We wait at most retry_after_max_seconds (0.1 s) between our own attempts; the caller
+    # learns what the upstream asked for and can wait that long before trying again.
+    sandbox.set_faults({api: fault})
+    failure = await rpc_error(adapter.stub.GetStructuredRecord(record_request("9000000009")))
+    assert (failure.code, failure.reason) == (code, reason)
+    assert failure.metadata["http_status"] == str(fault.get("error_status", 429))
+    assert failure.metadata.get("retry_after_seconds") == retry_after

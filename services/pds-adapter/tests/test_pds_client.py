@@ -218,7 +218,17 @@ async def test_an_expired_deadline_is_deadline_exceeded() -> None:
     await client.aclose()
 
 
-async def test_unsafe_correlation_ids_are_not_sent() -> None:
+@pytest.mark.parametrize(
+    "correlation_id",
+    [
+        "bad id with spaces",
+        "corr\r\nX-Injected: yes",
+        # A trailing newline alone: a `re.match` with `$` check let this one through.
+        "urn:uuid:corr-1\n",
+        "corrélation-ü",
+    ],
+)
+async def test_unsafe_correlation_ids_are_not_sent(correlation_id: str) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -229,7 +239,7 @@ async def test_unsafe_correlation_ids_are_not_sent() -> None:
     await client.read(
         "Patient/9000000009",
         (),
-        context=common_pb2.RequestContext(correlation_id="bad id with spaces"),
+        context=common_pb2.RequestContext(correlation_id=correlation_id),
         deadline=Deadline.after(5),
         url_template="/Patient/{id}",
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -17,6 +19,7 @@ from xcagw.common.v1 import common_pb2
 from xcagw.pds.v1 import pds_adapter_pb2
 from xcagw_common.errors import error_info, error_reason
 from xcagw_common.grpc_client import check_health
+from xcagw_common.logging import EcsJsonFormatter
 
 if TYPE_CHECKING:  # fixtures' types; conftest is not importable under --import-mode=importlib
     from conftest import Adapter, AdapterFactory, Sandbox, Stack
@@ -171,6 +174,69 @@ async def test_concurrent_misses_share_the_failure_too(adapter: Adapter, sandbox
     assert await sandbox.pds_requests() == 1
 
 
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """pds-adapter's log lines as the service writes them (ECS JSON, log context included)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(EcsJsonFormatter("pds-adapter"))
+    logger = logging.getLogger("pds_adapter")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _context(name: str) -> common_pb2.RequestContext:
+    return common_pb2.RequestContext(
+        correlation_id=f"corr-{name}", partner_id=f"partner-{name}", transaction="ITI-47"
+    )
+
+
+async def test_shared_read_serves_each_caller_within_its_own_deadline(
+    adapter: Adapter, sandbox: Sandbox, json_logs: io.StringIO
+) -> None:
+    # A token in hand first, so the short caller's read reaches PDS at once.
+    await adapter.stub.GetPatient(get("9000000017"), timeout=10)
+    await sandbox.reset_stats()
+    json_logs.seek(0)
+    json_logs.truncate()
+    await sandbox.set_pds_faults(latency_ms=1500)
+    request = pds_adapter_pb2.GetPatientRequest
+    short = adapter.stub.GetPatient(
+        request(context=_context("short"), nhs_number="9000000009"), timeout=0.6
+    )
+    # The long caller joins only once the short caller's read is at PDS (the sandbox counts a
+    # request on arrival), so the short caller is the one that started the shared read.
+    while await sandbox.pds_requests() == 0:
+        assert not short.done(), "the short call ended before its read reached PDS"
+        await asyncio.sleep(0.01)
+    long = await adapter.stub.GetPatient(
+        request(context=_context("long"), nhs_number="9000000009"), timeout=10
+    )
+    assert long.patient.nhs_number == "9000000009"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await short
+    # The client's deadline and the adapter's wait end together: either may report it.
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await sandbox.pds_requests() == 1
+
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    reads = [line for line in lines if line["message"].startswith("PDS patient read")]
+    # The long caller's access is logged under its own ids, though the read was not its own.
+    assert [
+        (r["labels.correlation_id"], r["labels.partner_id"], r["labels.shared_read"]) for r in reads
+    ] == [("corr-long", "partner-long", True)]
+    failures = [line for line in lines if line["message"].startswith("GetPatient failed")]
+    assert {(f["labels.correlation_id"], f["labels.partner_id"]) for f in failures} <= {
+        ("corr-short", "partner-short")
+    }
+
+
 async def test_superseded_number_returns_the_current_record_and_both_numbers(
     adapter: Adapter,
 ) -> None:
@@ -274,6 +340,39 @@ async def test_429_that_persists_is_resource_exhausted(adapter: Adapter, sandbox
         "TOO_MANY_REQUESTS",
     )
     assert await sandbox.pds_responses() == {"429": 3}  # retry_max_attempts
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "reason", "retry_after"),
+    [
+        ({"burst_429": 10, "retry_after_seconds": 7}, "RESOURCE_EXHAUSTED",
+         "TOO_MANY_REQUESTS", "7.0"),
+        ({"error_rate": 1.0, "error_status": 503, "retry_after_seconds": 3}, "UNAVAILABLE",
+         "UPSTREAM_UNAVAILABLE", "3.0"),
+        # The sandbox sends Retry-After with 429 and 503 only: nothing to pass on for a 500.
+        ({"error_rate": 1.0, "error_status": 500}, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE", None),
+    ],
+)  # fmt: skip
+async def test_final_retry_after_is_passed_on(
+    start_adapter: AdapterFactory,
+    sandbox: Sandbox,
+    fault: dict[str, object],
+    code: str,
+    reason: str,
+    retry_after: str | None,
+) -> None:
+    # We wait at most 0.1 s between our own attempts; the caller learns what PDS asked for.
+    async with start_adapter(retry_max_attempts=2, retry_after_cap_seconds=0.1) as adapter:
+        await sandbox.set_pds_faults(**fault)
+        error = await expect_error(
+            adapter.stub.GetPatient(get("9000000017"), timeout=10),
+            grpc.StatusCode[code],
+            reason,
+        )
+    info = error_info(error)
+    assert info is not None
+    assert info.metadata["http_status"] == str(fault.get("error_status", 429))
+    assert info.metadata.get("retry_after_seconds") == retry_after
 
 
 async def test_pds_down_opens_the_breaker_which_then_recovers(

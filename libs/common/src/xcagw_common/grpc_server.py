@@ -1,4 +1,16 @@
-"""gRPC server bootstrap: health with real readiness, reflection, metrics, graceful shutdown."""
+"""gRPC server bootstrap: health with real readiness, reflection, metrics, graceful shutdown.
+
+The standard health service (grpc.health.v1) answers two questions under different names:
+
+- readiness, `""` and every bound service's full name: SERVING only while every readiness check
+  passes (Redis, keys, the services it calls...). Kubernetes' readinessProbe and the compose
+  healthchecks ask this one, so a dependency outage takes the pod out of rotation.
+- liveness, `LIVENESS_SERVICE` (`"liveness"`): SERVING from the moment the server runs until
+  graceful shutdown starts, whatever the dependencies do. It is answered on the event loop, so a
+  stuck loop fails it. Kubernetes' livenessProbe and startupProbe ask this one: restarting a pod
+  because Redis is down cures nothing, loses in-process state (a still-valid OAuth token) and,
+  while the outage lasts, ends in CrashLoopBackOff.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +33,9 @@ from xcagw_common.redis import ping
 from xcagw_common.settings import BaseServiceSettings
 
 log = logging.getLogger(__name__)
+
+LIVENESS_SERVICE = "liveness"
+"""Health service name of the liveness status (`grpc: {port, service: liveness}` probes)."""
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """Raises when a dependency is not ready (Redis down, keys not loaded...)."""
@@ -79,6 +94,11 @@ async def _check_ready(app: GrpcApp) -> bool:
     return True
 
 
+def _readiness_names(app: GrpcApp) -> list[str]:
+    """Health names that follow readiness; never `LIVENESS_SERVICE`."""
+    return ["", *(b.full_name for b in app.bindings)]
+
+
 async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer, stop: asyncio.Event) -> None:
     last: bool | None = None
     while not stop.is_set():
@@ -90,7 +110,7 @@ async def _readiness_loop(app: GrpcApp, servicer: AioHealthServicer, stop: async
         )
         if ready != last:
             log.info("readiness changed: %s", "SERVING" if ready else "NOT_SERVING")
-        for name in ["", *(b.full_name for b in app.bindings)]:
+        for name in _readiness_names(app):
             await servicer.set(name, status)
         last = ready
         with contextlib.suppress(TimeoutError):
@@ -106,7 +126,7 @@ async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> Non
         binding.add_to_server(binding.servicer, server)
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", *(b.full_name for b in app.bindings)]:
+    for name in _readiness_names(app):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         [*(b.full_name for b in app.bindings), health.SERVICE_NAME, reflection.SERVICE_NAME],
@@ -122,6 +142,9 @@ async def serve(app: GrpcApp, *, stop_event: asyncio.Event | None = None) -> Non
 
     for hook in app.on_startup:
         await hook()
+    # Alive from the first answer on (set before start, so no probe ever sees NOT_FOUND); only
+    # graceful shutdown turns it NOT_SERVING.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     log.info(
         "gRPC server started",

@@ -5,13 +5,17 @@ gpconnect-adapter) around its HTTP client:
 
 1. **Retries** (`retry_async`, `retry_http`, `RetryPolicy`, `Deadline`): full-jitter exponential
    backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"), `Retry-After` honoured in both
-   RFC 9110 §10.2.3 forms (delay-seconds or HTTP-date) and capped, everything bounded by one overall
-   `Deadline`. Retry **idempotent reads only** (GET): a retried POST may be applied twice.
+   RFC 9110 §10.2.3 forms (delay-seconds or HTTP-date) up to a cap, everything bounded by one
+   overall `Deadline`. A Retry-After beyond the cap (or the deadline) ends the retries: the caller
+   gets that response and its Retry-After, instead of a retry the upstream said it would refuse.
+   Retry **idempotent reads only** (GET): a retried POST may be applied twice.
 2. **Circuit breaker** (`CircuitBreaker`, `CircuitBreakerRegistry`): closed / open / half-open
    per process, consecutive-failure threshold, reset timeout, exactly one probe in half-open.
    Callers fail fast with `CircuitOpenError` (gRPC: UNAVAILABLE, ErrorInfo reason `CIRCUIT_OPEN`)
-   while it is open. State is exported as the gauge `xcagw_circuit_breaker_state{name}`
-   (0 closed, 1 open, 2 half-open).
+   while it is open. Only what the upstream did counts: a deadline used up before any request was
+   sent (our own rate-limit wait, an earlier step) is not a failure of the upstream
+   (`DeadlineExceededError.upstream_failure`). State is exported as the gauge
+   `xcagw_circuit_breaker_state{name}` (0 closed, 1 open, 2 half-open).
 3. **Rate limiter** (`RedisRateLimiter`, `LocalRateLimiter`): GCRA (generic cell rate algorithm,
    ITU-T I.371) in one Lua script on one Redis key, so every replica shares the quota and it is
    Redis Cluster safe. Callers wait (up to a maximum) for their slot; slots are reserved atomically,
@@ -50,6 +54,8 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -97,9 +103,20 @@ RATE_LIMITER_DECISIONS = Counter(
 
 
 class DeadlineExceededError(TimeoutError):
-    """The overall deadline of an operation passed (gRPC: DEADLINE_EXCEEDED)."""
+    """The overall deadline of an operation passed (gRPC: DEADLINE_EXCEEDED).
+
+    `upstream_failure` tells a circuit breaker whether the upstream is to blame: True when the
+    time ran out while a request was with the upstream, or after an upstream timeout or transport
+    error that was being retried; False when it ran out before a request was sent (the caller's
+    deadline was already used up, or our own rate-limit wait took it), which says nothing about
+    the upstream.
+    """
 
     reason = "DEADLINE_EXCEEDED"
+
+    def __init__(self, message: str, *, upstream_failure: bool = True) -> None:
+        super().__init__(message)
+        self.upstream_failure = upstream_failure
 
 
 class Deadline:
@@ -140,8 +157,9 @@ class RetryPolicy:
     """How often and how long to retry. `max_attempts` counts the first attempt too.
 
     The delay before retry n (1-based) is uniform in [0, min(max_delay, base_delay * 2**(n-1))]
-    ("full jitter"), unless the upstream sent Retry-After, which is then honoured up to
-    `retry_after_cap` seconds.
+    ("full jitter"), unless the upstream sent Retry-After, which is then honoured when it is at
+    most `retry_after_cap` seconds. A longer Retry-After is not shortened: retrying before the
+    time the upstream named would be refused again and burn quota, so the retries end there.
     """
 
     max_attempts: int = 3
@@ -226,8 +244,50 @@ def http_exception_signal(exc: BaseException) -> RetrySignal | None:
 
 
 def is_transient_http_error(exc: BaseException) -> bool:
-    """Circuit breaker failure predicate: timeouts, transport errors and an expired deadline."""
-    return isinstance(exc, DeadlineExceededError) or http_exception_signal(exc) is not None
+    """Circuit breaker failure predicate: what the upstream did wrong.
+
+    httpx timeouts and transport errors, and a deadline that ran out with a request in flight
+    (or after retried upstream failures). A deadline used up before anything was sent, by our own
+    rate-limit wait for instance, is not the upstream's fault and must not open the circuit for
+    every caller.
+    """
+    if isinstance(exc, DeadlineExceededError):
+        return exc.upstream_failure
+    return http_exception_signal(exc) is not None
+
+
+class _Attempt:
+    """What `retry_async` knows about the attempt in progress (see `local_wait`)."""
+
+    __slots__ = ("cancelled_locally", "deadline")
+
+    def __init__(self, deadline: Deadline | None) -> None:
+        self.deadline = deadline
+        # The attempt's timeout (the deadline) fired inside a `local_wait` block.
+        self.cancelled_locally = False
+
+
+_CURRENT_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("xcagw_retry_attempt", default=None)
+
+
+@contextmanager
+def local_wait() -> Iterator[Deadline | None]:
+    """Mark a wait inside a `retry_async` attempt that happens before anything is sent upstream.
+
+    If the attempt's deadline runs out inside the block, the resulting `DeadlineExceededError`
+    has `upstream_failure=False`, so circuit breakers do not count it. The rate limiters use it
+    for their slot wait. Yields the attempt's deadline (None outside an attempt or without one).
+    """
+    attempt = _CURRENT_ATTEMPT.get()
+    if attempt is None:
+        yield None
+        return
+    try:
+        yield attempt.deadline
+    except asyncio.CancelledError:
+        # asyncio.timeout cancels the task to end the attempt; the flag survives the unwinding.
+        attempt.cancelled_locally = True
+        raise
 
 
 async def retry_async(
@@ -248,17 +308,27 @@ async def retry_async(
     - An exception for which `exception_signal` returns a signal is retried; when no retry is left
       it is re-raised. Any other exception propagates at once.
     - Each attempt runs under the remaining deadline; when the deadline passes (during an attempt,
-      or before one could start) `DeadlineExceededError` is raised. A retry whose delay would end
-      after the deadline is not started: the last outcome stands.
+      or before one could start) `DeadlineExceededError` is raised, with `upstream_failure`
+      False when no request had reached the upstream (see `local_wait`). A retry whose delay would
+      end after the deadline is not started: the last outcome stands.
+    - A Retry-After longer than `policy.retry_after_cap` is not waited for: the last outcome
+      stands, so the caller can pass the upstream's Retry-After on.
 
     Only use this for idempotent operations.
     """
     attempt_number = 0
+    # An earlier attempt failed with a retryable exception (an upstream timeout or transport
+    # error). Results are left out: whether a status is a failure is the caller's call.
+    upstream_failed = False
     while True:
         attempt_number += 1
         if deadline is not None and deadline.expired:
-            raise DeadlineExceededError(f"{upstream}: deadline passed before attempt")
+            raise DeadlineExceededError(
+                f"{upstream}: deadline passed before attempt", upstream_failure=upstream_failed
+            )
         signal: RetrySignal | None
+        state = _Attempt(deadline)
+        token = _CURRENT_ATTEMPT.set(state)
         try:
             if deadline is None:
                 result = await attempt()
@@ -266,6 +336,8 @@ async def retry_async(
                 async with asyncio.timeout(deadline.remaining()):
                     result = await attempt()
         except Exception as exc:
+            if isinstance(exc, DeadlineExceededError):
+                raise  # raised inside the attempt (a rate limiter's wait): already classified
             signal = exception_signal(exc) if exception_signal else None
             if (
                 deadline is not None
@@ -273,19 +345,26 @@ async def retry_async(
                 and (signal is not None or isinstance(exc, TimeoutError))
             ):
                 # Our own timeout fired, or the attempt's timeout (set from the deadline) did.
-                raise DeadlineExceededError(f"{upstream}: deadline exceeded") from exc
+                # Only a request that was with the upstream makes it the upstream's failure.
+                raise DeadlineExceededError(
+                    f"{upstream}: deadline exceeded",
+                    upstream_failure=upstream_failed or not state.cancelled_locally,
+                ) from exc
             if signal is None:
                 raise
-            delay = _delay(policy, attempt_number, signal, rng)
-            if not _fits(policy, attempt_number, delay, deadline):
+            upstream_failed = True
+            delay = _delay(policy, attempt_number, signal, rng, upstream)
+            if delay is None or not _fits(policy, attempt_number, delay, deadline):
                 raise
         else:
             signal = result_signal(result) if result_signal else None
             if signal is None:
                 return result
-            delay = _delay(policy, attempt_number, signal, rng)
-            if not _fits(policy, attempt_number, delay, deadline):
+            delay = _delay(policy, attempt_number, signal, rng, upstream)
+            if delay is None or not _fits(policy, attempt_number, delay, deadline):
                 return result
+        finally:
+            _CURRENT_ATTEMPT.reset(token)
         UPSTREAM_RETRIES.labels(upstream, signal.reason).inc()
         log.info(
             "retrying upstream call",
@@ -302,10 +381,33 @@ async def retry_async(
 
 
 def _delay(
-    policy: RetryPolicy, attempt_number: int, signal: RetrySignal, rng: random.Random | None
-) -> float:
+    policy: RetryPolicy,
+    attempt_number: int,
+    signal: RetrySignal,
+    rng: random.Random | None,
+    upstream: str,
+) -> float | None:
+    """Seconds to wait before the next attempt; None when the upstream asked for too long.
+
+    RFC 9110 §10.2.3: Retry-After is how long the client "ought to wait"; a retry sooner is
+    refused again (PDS and the SSP count it against the quota), so a Retry-After beyond the cap
+    is not shortened to the cap: the retries end and the caller gets the response as it is.
+    """
     if signal.retry_after is not None:
-        return min(signal.retry_after, policy.retry_after_cap)
+        if signal.retry_after > policy.retry_after_cap:
+            log.info(
+                "not retrying upstream call: Retry-After beyond the cap",
+                extra={
+                    "ecs": {
+                        "labels.upstream": upstream,
+                        "labels.retry_reason": signal.reason,
+                        "labels.retry_after": signal.retry_after,
+                        "labels.retry_after_cap": policy.retry_after_cap,
+                    }
+                },
+            )
+            return None
+        return signal.retry_after
     return policy.backoff(attempt_number, rng)
 
 
@@ -419,6 +521,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probe_started_at: float | None = None
+        self._probe: CircuitPermit | None = None  # the half-open probe holding the slot
         self._generation = 0
         CIRCUIT_BREAKER_STATE.labels(name).set(CircuitState.CLOSED)
 
@@ -449,7 +552,10 @@ class CircuitBreaker:
                 raise CircuitOpenError(self.name, self.reset_timeout - (now - started))
             self._probe_started_at = now
             probe = True
-        return CircuitPermit(self, self._generation, probe)
+        permit = CircuitPermit(self, self._generation, probe)
+        if probe:
+            self._probe = permit
+        return permit
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """`await fn(*args, **kwargs)` under a permit."""
@@ -463,7 +569,10 @@ class CircuitBreaker:
     def _record(self, permit: CircuitPermit, failed: bool | None) -> None:
         if permit.generation != self._generation:
             return  # granted before the last state change: stale news
-        if permit.probe:
+        if permit is self._probe:
+            # Only the probe holding the slot frees it: a hung probe that was replaced and ends
+            # late must not free its successor's slot, or two probes would run at once.
+            self._probe = None
             self._probe_started_at = None
         if failed is None:
             return
@@ -489,6 +598,7 @@ class CircuitBreaker:
         self._generation += 1
         self._failures = 0
         self._probe_started_at = None
+        self._probe = None
         if new is CircuitState.OPEN:
             self._opened_at = self._clock()
         CIRCUIT_BREAKER_STATE.labels(self.name).set(new)
@@ -651,6 +761,30 @@ class _GcraParams:
         self.tolerance_us = self.interval_us * (burst - 1)
 
 
+async def _acquire_within_attempt(
+    reserve: Callable[[float], Awaitable[float]], sleep: Sleep, name: str, max_wait: float
+) -> float:
+    """Reserve a slot and wait for it, as a `local_wait` of the current `retry_async` attempt.
+
+    Inside an attempt with a deadline the wait is also bounded by that deadline, and a slot that
+    would only come when the deadline has passed (the reservation itself took the time) ends the
+    attempt at once. Either way nothing was sent upstream: a deadline that runs out here gives
+    `DeadlineExceededError(upstream_failure=False)`, which circuit breakers do not count.
+    """
+    with local_wait() as deadline:
+        if deadline is not None:
+            max_wait = min(max_wait, deadline.remaining())
+        wait = await reserve(max_wait)
+        if deadline is not None and wait >= deadline.remaining():
+            raise DeadlineExceededError(
+                f"rate limit {name!r}: no time left for the request after the slot wait",
+                upstream_failure=False,
+            )
+        if wait > 0:
+            await sleep(wait)
+    return wait
+
+
 class LocalRateLimiter:
     """The same GCRA as `RedisRateLimiter`, in process (single replica, fallback, tests)."""
 
@@ -684,11 +818,11 @@ class LocalRateLimiter:
         return wait / 1_000_000
 
     async def acquire(self, max_wait: float) -> float:
-        """Wait for a slot (at most `max_wait` seconds); returns the seconds waited."""
-        wait = await self.reserve(max_wait)
-        if wait > 0:
-            await self._sleep(wait)
-        return wait
+        """Wait for a slot (at most `max_wait` seconds); returns the seconds waited.
+
+        Inside a `retry_async` attempt see `_acquire_within_attempt`.
+        """
+        return await _acquire_within_attempt(self.reserve, self._sleep, self.name, max_wait)
 
 
 # GCRA with reservation, atomically on one key (Redis Cluster safe: the only key is KEYS[1]).
@@ -795,8 +929,8 @@ class RedisRateLimiter:
         return wait
 
     async def acquire(self, max_wait: float) -> float:
-        """Wait for a slot (at most `max_wait` seconds); returns the seconds waited."""
-        wait = await self.reserve(max_wait)
-        if wait > 0:
-            await self._sleep(wait)
-        return wait
+        """Wait for a slot (at most `max_wait` seconds); returns the seconds waited.
+
+        Inside a `retry_async` attempt see `_acquire_within_attempt`.
+        """
+        return await _acquire_within_attempt(self.reserve, self._sleep, self.name, max_wait)

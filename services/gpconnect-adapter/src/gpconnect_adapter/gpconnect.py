@@ -134,7 +134,10 @@ class GpConnectClient:
                         send, self._policy, deadline=deadline, upstream="gpconnect"
                     )
                 except DeadlineExceededError as exc:
-                    permit.record_failure()
+                    # Only a deadline the upstream used up counts against its breaker; one spent
+                    # before sending (an earlier lookup, our own rate limiter) says nothing of it.
+                    if exc.upstream_failure:
+                        permit.record_failure()
                     raise AdapterError(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         "DEADLINE_EXCEEDED",

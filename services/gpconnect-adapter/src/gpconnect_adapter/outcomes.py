@@ -115,6 +115,10 @@ _HTTP_FALLBACK: dict[int, _Mapping] = {
     501: _Mapping(_C.UNIMPLEMENTED, "NOT_IMPLEMENTED"),
 }
 
+# RFC 9110 §10.2.3 / RFC 6585 §4: statuses whose Retry-After is passed on to the caller (ErrorInfo
+# metadata `retry_after_seconds`).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
 _NHS_NUMBER_LIKE = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
 
 
@@ -195,6 +199,8 @@ def from_http(
     """Map a non-2xx GP Connect / SSP response (or a 200 OperationOutcome) to an AdapterError."""
     meta = dict(metadata or {})
     meta["http_status"] = str(status)
+    if retry_after_seconds is not None and status in RETRY_AFTER_STATUSES:
+        meta["retry_after_seconds"] = f"{retry_after_seconds:.1f}"
     outcome = parse_outcome(body)
     code_text, source = spine_code(outcome) if outcome is not None else ("", "")
     mapping: _Mapping | None = None

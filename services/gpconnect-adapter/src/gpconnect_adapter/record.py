@@ -187,6 +187,8 @@ class RecordSummary:
 
     resource_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    # The NHS number identifiers of every Patient entry, "" for a Patient without one: the
+    # servicer's patient cross-check then sees an unidentified Patient instead of nothing.
     patient_nhs_numbers: list[str] = field(default_factory=list)
 
 
@@ -259,7 +261,7 @@ def summarise(bundle: dict[str, Any]) -> RecordSummary:
                     seen.add((list_code, code))
                     warnings.append((list_code, code))
         elif rtype == "Patient" and depth == 0:
-            patients.extend(_patient_nhs_numbers(resource))
+            patients.extend(_patient_nhs_numbers(resource) or [""])
         contained = resource.get("contained")
         if depth == 0 and isinstance(contained, list):
             for inner in contained:

@@ -20,7 +20,8 @@ import grpc
 import httpx
 
 from gpconnect_adapter.config import Settings
-from gpconnect_adapter.outcomes import AdapterError
+from gpconnect_adapter.outcomes import RETRY_AFTER_STATUSES, AdapterError
+from xcagw_common.headers import safe_header_value
 from xcagw_common.metrics import CACHE_REQUESTS, UPSTREAM_LATENCY
 from xcagw_common.resilience import (
     CircuitBreaker,
@@ -28,6 +29,7 @@ from xcagw_common.resilience import (
     Deadline,
     DeadlineExceededError,
     RetryPolicy,
+    parse_retry_after,
     retry_http,
 )
 
@@ -231,17 +233,33 @@ class SdsClient:
 
         Concurrent lookups of one ODS code on a cold cache share one SDS round trip (in this
         process), so a burst of requests for one practice does not become a burst on SDS.
+        `deadline` is this caller's: it bounds how long this caller waits, not the shared lookup.
         """
         cached = await self._cache.get(ods_code)
         if cached is not None:
             return cached, True
         task = self._inflight.get(ods_code)
         if task is None:
-            task = asyncio.ensure_future(self._lookup_sds(ods_code, deadline, correlation_id))
+            # The shared lookup runs under the service's own deadline, never a caller's: a
+            # caller with little time left must not cut short the lookup that others with more
+            # time wait for. It sends the first caller's correlation id (one SDS request has one).
+            shared_deadline = Deadline.after(self._settings.request_deadline_seconds)
+            task = asyncio.ensure_future(
+                self._lookup_sds(ods_code, shared_deadline, correlation_id)
+            )
             self._inflight[ods_code] = task
             task.add_done_callback(lambda done: self._lookup_done(ods_code, done))
-        # shield: one caller giving up must not cancel the lookup the others wait for.
-        return await asyncio.shield(task), False
+        # asyncio.wait cancels nothing, neither when this caller's time runs out nor when the
+        # caller is cancelled: the lookup the others wait for carries on (and is cached).
+        done, _ = await asyncio.wait((task,), timeout=deadline.remaining())
+        if not done:
+            raise AdapterError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "DEADLINE_EXCEEDED",
+                "SDS lookup did not finish within the deadline",
+                {"upstream": "sds"},
+            )
+        return task.result(), False
 
     def _lookup_done(self, ods_code: str, task: asyncio.Future[ProviderEndpoint]) -> None:
         self._inflight.pop(ods_code, None)
@@ -301,8 +319,12 @@ class SdsClient:
             "X-Request-ID": str(uuid.uuid4()),
             "Accept": "application/fhir+json",
         }
-        if correlation_id:
-            headers["X-Correlation-ID"] = correlation_id
+        # The partner controls the correlation id (its wsa:MessageID): CR/LF or non-ASCII in it
+        # would fail the request locally (h11's LocalProtocolError, a TransportError: retried
+        # and counted against the shared "sds" breaker). Such a value is left out.
+        safe_correlation_id = safe_header_value(correlation_id)
+        if safe_correlation_id is not None:
+            headers["X-Correlation-ID"] = safe_correlation_id
 
         async def send() -> httpx.Response:
             timeout = min(self._settings.sds_timeout_seconds, deadline.remaining())
@@ -323,7 +345,10 @@ class SdsClient:
         try:
             response = await retry_http(send, self._policy, deadline=deadline, upstream="sds")
         except DeadlineExceededError as exc:
-            permit.record_failure()
+            # Only a deadline the upstream used up counts against its breaker; one spent
+            # before sending (an earlier lookup, our own rate limiter) says nothing of it.
+            if exc.upstream_failure:
+                permit.record_failure()
             raise AdapterError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "DEADLINE_EXCEEDED",
@@ -358,6 +383,10 @@ class SdsClient:
                     {"upstream": "sds"},
                 ) from exc
         meta = {"upstream": "sds", "http_status": str(status)}
+        if status in RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                meta["retry_after_seconds"] = f"{retry_after:.1f}"
         if status >= 500:
             permit.record_failure()
             raise AdapterError(

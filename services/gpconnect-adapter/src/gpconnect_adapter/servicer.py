@@ -9,7 +9,9 @@ and the List warnings.
 Every failure is a gRPC status with google.rpc.ErrorInfo (domain "xcagw"); ErrorInfo.reason is the
 Spine code where there is one. Metadata may carry `http_status`, `spine_code` (verbatim, e.g.
 "ACCESS DENIED"), `error_source` (provider | ssp), `diagnostics` (NHS-number-shaped text redacted),
-`ods_code`, `ssp_trace_id`, `attempts`, `upstream`, `dependency`.
+`ods_code`, `ssp_trace_id`, `attempts`, `upstream`, `dependency`, and `retry_after_seconds`: when
+the final SDS or GP Connect answer was a 429 or 503 with a Retry-After header, the wait it asked
+for in seconds (e.g. "5.0"); on CIRCUIT_OPEN, the time until the breaker lets a trial call through.
 
 Status mapping
 ==============
@@ -104,7 +106,9 @@ Transport and resilience:
 | Provider breaker open                          | UNAVAILABLE        | CIRCUIT_OPEN              |
 | Bundle larger than max_record_bytes            | RESOURCE_EXHAUSTED | RECORD_TOO_LARGE          |
 | 200 whose body is not a Bundle                 | INTERNAL           | INVALID_PROVIDER_RESPONSE |
-| Bundle Patient NHS number differs from request | INTERNAL           | PATIENT_MISMATCH          |
+| Bundle Patient NHS number differs from the     | INTERNAL           | PATIENT_MISMATCH          |
+| request or is missing, or a second Patient     |                    |                           |
+| is in the Bundle                               |                    |                           |
 | Unexpected bug                                 | INTERNAL           | INTERNAL                  |
 
 Retries: 408/429/500/502/503/504, timeouts and transport errors are retried (full-jitter backoff,
@@ -310,13 +314,18 @@ class GpConnectAdapterServicer(gpconnect_adapter_pb2_grpc.GpConnectAdapterServic
             self._audit(request.context, nhs_number, endpoint, trace_id, err.reason)
             raise
         # GP Connect 1.6 "Consent and sensitive data": consumers SHALL cross-check the returned
-        # Patient against the request. A record for someone else must never be passed on.
-        if summary.patient_nhs_numbers and nhs_number not in summary.patient_nhs_numbers:
+        # Patient against the request. A record for someone else must never be passed on, so
+        # the check fails closed: the structured record Bundle must hold the Patient with its
+        # NHS number identifier (CareConnect-GPC-Patient-1, nhsNumber 1..1), and every Patient
+        # in it must be the requested one. No Patient, a Patient without an NHS number, or a
+        # second patient beside the right one are all a mismatch.
+        if set(summary.patient_nhs_numbers) != {nhs_number}:
             self._audit(request.context, nhs_number, endpoint, trace_id, "PATIENT_MISMATCH")
             raise AdapterError(
                 grpc.StatusCode.INTERNAL,
                 "PATIENT_MISMATCH",
-                "the provider returned a record for a different NHS number",
+                "the provider's record does not identify the requested patient alone "
+                f"({len(summary.patient_nhs_numbers)} Patient resource(s) checked)",
                 {"ods_code": ods, "ssp_trace_id": trace_id},
             )
         span.set_attribute("xcagw.record_bytes", len(result.body))

@@ -101,11 +101,15 @@ def rule_for(http_status: int, spine_code: str) -> Rule:
     return HTTP_STATUS_RULES.get(http_status, UNEXPECTED_STATUS)
 
 
-def error_from_response(http_status: int, body: Mapping[str, Any] | None) -> AdapterError:
+def error_from_response(
+    http_status: int, body: Mapping[str, Any] | None, retry_after: float | None = None
+) -> AdapterError:
     """An AdapterError for a PDS answer that is not a usable result.
 
     The message holds the Spine code and the PDS display/diagnostics with NHS-number-like digits
-    scrubbed; metadata holds `pds_code` and `http_status`.
+    scrubbed; metadata holds `pds_code` and `http_status`, and `retry_after_seconds` when the
+    answer was a 429 or 503 with a usable Retry-After (`retry_after`, in seconds): the caller can
+    then wait as long as PDS asked instead of guessing.
     """
     is_outcome = body is not None and body.get("resourceType") == "OperationOutcome"
     codes = mapping.outcome_codes(body) if is_outcome and body is not None else []
@@ -119,4 +123,6 @@ def error_from_response(http_status: int, body: Mapping[str, Any] | None) -> Ada
     metadata = {"http_status": str(http_status)}
     if spine_code:
         metadata["pds_code"] = spine_code
+    if retry_after is not None and http_status in (429, 503):
+        metadata["retry_after_seconds"] = f"{retry_after:.1f}"
     return AdapterError(rule.code, rule.reason, message, metadata)

@@ -13,7 +13,6 @@ per attempt carrying only the URL template, the method and the status.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pds_adapter.errors import AdapterError
 from pds_adapter.tokens import TokenProvider
 from xcagw.common.v1 import common_pb2
+from xcagw_common.headers import safe_header_value
 from xcagw_common.metrics import UPSTREAM_LATENCY
 from xcagw_common.resilience import (
     CircuitBreaker,
@@ -38,6 +38,7 @@ from xcagw_common.resilience import (
     RateLimiter,
     RateLimitExceededError,
     RetryPolicy,
+    parse_retry_after,
     retry_http,
 )
 
@@ -45,18 +46,22 @@ log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 UPSTREAM = "pds"
-# X-Correlation-ID is mirrored by PDS; only send values that are safe as a header.
-_HEADER_SAFE_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+# RFC 9110 §10.2.3 / RFC 6585 §4: the statuses whose Retry-After is passed on to the caller.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
 class PdsResponse:
-    """A final PDS answer (after retries): status, body text as received, parsed JSON object."""
+    """A final PDS answer (after retries): status, body text as received, parsed JSON object.
+
+    `retry_after` is the final answer's Retry-After in seconds, on a 429 or 503 only.
+    """
 
     status_code: int
     text: str
     body: dict[str, Any] | None
     request_id: str
+    retry_after: float | None = None
 
 
 def _parse(response: httpx.Response) -> dict[str, Any] | None:
@@ -109,8 +114,10 @@ class PdsClient:
 
     def _headers(self, context: common_pb2.RequestContext, request_id: str) -> dict[str, str]:
         headers = {"X-Request-ID": request_id}
-        correlation_id = context.correlation_id
-        if correlation_id and _HEADER_SAFE_RE.match(correlation_id):
+        # X-Correlation-ID is mirrored by PDS. The partner controls it (wsa:MessageID): a value
+        # that is not safe as a header is left out rather than failing the read.
+        correlation_id = safe_header_value(context.correlation_id)
+        if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
         if self._end_user_org_ods:
             headers["NHSD-End-User-Organisation-ODS"] = self._end_user_org_ods
@@ -170,7 +177,14 @@ class PdsClient:
                 "UPSTREAM_UNAVAILABLE",
                 f"PDS unreachable after retries ({type(exc).__name__})",
             ) from exc
-        return PdsResponse(response.status_code, response.text, _parse(response), request_id)
+        retry_after = (
+            parse_retry_after(response.headers.get("Retry-After"))
+            if response.status_code in _RETRY_AFTER_STATUSES
+            else None
+        )
+        return PdsResponse(
+            response.status_code, response.text, _parse(response), request_id, retry_after
+        )
 
     async def _send(
         self,

@@ -1,8 +1,11 @@
 """PdsAdapterService: GetPatient and SearchPatients over PDS FHIR R4 (application-restricted).
 
 Every failure is a gRPC status with a google.rpc.ErrorInfo (domain "xcagw") whose `reason` is
-below; PDS outcomes also carry metadata `http_status` and `pds_code` (the Spine code). Messages
-never contain NHS numbers (PDS diagnostics are scrubbed).
+below; PDS outcomes also carry metadata `http_status` and `pds_code` (the Spine code). When the
+final PDS answer was a 429 or 503 with a Retry-After header, metadata `retry_after_seconds` holds
+the wait PDS asked for, in seconds (e.g. "5.0"); CIRCUIT_OPEN and RATE_LIMITED carry
+`retry_after_seconds` too (until the breaker lets a probe through, until a rate-limit slot is
+free). Messages never contain NHS numbers (PDS diagnostics are scrubbed).
 
 Status mapping (PDS Spine-ErrorOrWarningCode, nhs-apis.md §1.5, and local failures):
 
@@ -54,6 +57,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
@@ -85,6 +89,14 @@ def _request_scope(context: common_pb2.RequestContext) -> Iterator[None]:
         partner_id_var.reset(pid)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """The outcome of one PDS patient read, shared by every caller that waited for it."""
+
+    response: pds_adapter_pb2.GetPatientResponse
+    request_id: str
+
+
 def _bad_response(what: str) -> AdapterError:
     return AdapterError(
         grpc.StatusCode.INTERNAL, "UPSTREAM_BAD_RESPONSE", f"PDS returned an unexpected {what}"
@@ -110,7 +122,7 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
         # NHS number share one PDS request. PDS application-restricted access has a small
         # per-application rate limit (nhs-apis.md: 5 requests/s by default), and a partner's
         # ITI-55 + ITI-38 burst for one patient otherwise spends several slots on one record.
-        self._inflight: dict[str, asyncio.Task[pds_adapter_pb2.GetPatientResponse]] = {}
+        self._inflight: dict[str, asyncio.Task[_Read]] = {}
 
     def _deadline(self, context: _Context) -> Deadline:
         return Deadline.after(self._deadline_seconds).earliest(context.time_remaining())
@@ -162,6 +174,7 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
     async def _get_patient(
         self, request: pds_adapter_pb2.GetPatientRequest, context: _Context
     ) -> pds_adapter_pb2.GetPatientResponse:
+        deadline = self._deadline(context)
         nhs_number = normalise_nhs_number(request.nhs_number)
         if nhs_number is None:
             raise AdapterError(
@@ -184,19 +197,49 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
                     return pds_adapter_pb2.GetPatientResponse(patient=patient, fhir_json=cached)
 
         task = self._inflight.get(nhs_number)
+        shared = task is not None
         if task is None:
-            # The first caller's deadline and request context drive the shared read; the task
-            # runs on even if that caller goes away, so the others still get its answer.
+            # The shared read runs under the service's own deadline, never a caller's: a caller
+            # with 0.1 s left must not cut short the read that another one, with 30 s left, waits
+            # for. It carries the first caller's RequestContext (one PDS request has one
+            # X-Correlation-ID); each caller logs its own access below.
             task = asyncio.create_task(
-                self._read_patient(nhs_number, request.context, self._deadline(context))
+                self._read_patient(
+                    nhs_number, request.context, Deadline.after(self._deadline_seconds)
+                )
             )
             self._inflight[nhs_number] = task
             task.add_done_callback(lambda done: self._read_finished(nhs_number, done))
-        return await asyncio.shield(task)
+        # Each caller waits as long as its own deadline allows. asyncio.wait neither cancels the
+        # shared read when this caller's time runs out nor when this caller is cancelled (the
+        # gRPC client went away): the others still get its answer, and a success is cached.
+        done, _ = await asyncio.wait((task,), timeout=deadline.remaining())
+        if not done:
+            raise AdapterError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "DEADLINE_EXCEEDED",
+                "PDS did not answer within the deadline",
+            )
+        read = task.result()
+        patient = read.response.patient
+        # The access log line of this caller (its correlation and partner ids are in the log
+        # context), also when it joined a read another caller started.
+        log.info(
+            "PDS patient read for %s",
+            patient_ref,
+            extra={
+                "ecs": {
+                    "labels.patient": patient_ref,
+                    "labels.pds_request_id": read.request_id,
+                    "labels.restricted": patient.restricted,
+                    "labels.superseded": bool(patient.superseded_from),
+                    "labels.shared_read": shared,
+                }
+            },
+        )
+        return read.response
 
-    def _read_finished(
-        self, nhs_number: str, task: asyncio.Task[pds_adapter_pb2.GetPatientResponse]
-    ) -> None:
+    def _read_finished(self, nhs_number: str, task: asyncio.Task[_Read]) -> None:
         if self._inflight.get(nhs_number) is task:
             del self._inflight[nhs_number]
         if not task.cancelled():
@@ -206,8 +249,7 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
 
     async def _read_patient(
         self, nhs_number: str, request_context: common_pb2.RequestContext, deadline: Deadline
-    ) -> pds_adapter_pb2.GetPatientResponse:
-        patient_ref = pseudonymise(nhs_number)
+    ) -> _Read:
         response = await self._client.read(
             f"Patient/{nhs_number}",
             (),
@@ -226,19 +268,10 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
             raise _bad_response("Patient resource") from exc
         if not patient.restricted:
             await self._cache.put(nhs_number, response.text)
-        log.info(
-            "PDS patient read for %s",
-            patient_ref,
-            extra={
-                "ecs": {
-                    "labels.patient": patient_ref,
-                    "labels.pds_request_id": response.request_id,
-                    "labels.restricted": patient.restricted,
-                    "labels.superseded": bool(patient.superseded_from),
-                }
-            },
+        return _Read(
+            pds_adapter_pb2.GetPatientResponse(patient=patient, fhir_json=response.text),
+            response.request_id,
         )
-        return pds_adapter_pb2.GetPatientResponse(patient=patient, fhir_json=response.text)
 
     # ------------------------------------------------------------------------------ SearchPatients
 
@@ -285,7 +318,7 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
     @staticmethod
     def _success_body(response: PdsResponse) -> dict[str, Any]:
         if response.status_code != 200:
-            raise error_from_response(response.status_code, response.body)
+            raise error_from_response(response.status_code, response.body, response.retry_after)
         if response.body is None:
             raise _bad_response("body (not a JSON object)")
         return response.body
