@@ -84,12 +84,40 @@ def redis_server() -> Iterator[TestRedis]:
         yield server
 
 
+PDS_PATH_PREFIX = "/personal-demographics/"
+
+
+class HeaderRecorder:
+    """ASGI wrapper in front of the sandbox: the headers of each PDS request as they arrived.
+
+    It records what uvicorn parsed off the socket, so a test sees the request the adapter really
+    sent (repeated header names kept as separate entries), not what the client meant to send.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self.pds_requests: list[list[tuple[str, str]]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PDS_PATH_PREFIX):
+            self.pds_requests.append(
+                [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+            )
+        await self._app(scope, receive, send)
+
+
 @dataclass
 class Sandbox:
     """The running NHS sandbox: its base URL and admin helpers."""
 
     url: str
     http: httpx.AsyncClient
+    recorder: HeaderRecorder
+
+    def pds_header_values(self, name: str) -> list[list[str]]:
+        """For each PDS request received so far, every value of header `name` (in order)."""
+        wanted = name.lower()
+        return [[v for k, v in heads if k == wanted] for heads in self.recorder.pds_requests]
 
     @property
     def pds_base_url(self) -> str:
@@ -120,6 +148,7 @@ class Sandbox:
 
     async def reset_stats(self) -> None:
         (await self.http.post(f"{self.url}/_admin/stats/reset")).raise_for_status()
+        self.recorder.pds_requests.clear()
 
     async def expire_tokens(self) -> int:
         response = await self.http.post(f"{self.url}/_admin/tokens/expire")
@@ -185,8 +214,9 @@ async def stack(
                 pds_rate_limit_per_second=1000,
             )
         )
+        recorder = HeaderRecorder(sandbox_app)
         server = _QuietServer(
-            uvicorn.Config(sandbox_app, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(recorder, log_config=None, access_log=False, lifespan="off")
         )
         server_task = asyncio.create_task(server.serve(sockets=[sandbox_sock]))
         while not server.started:
@@ -195,7 +225,7 @@ async def stack(
             await asyncio.sleep(0.01)
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                yield Stack(Sandbox(sandbox_url, http), token_addr, redis_server.url)
+                yield Stack(Sandbox(sandbox_url, http, recorder), token_addr, redis_server.url)
         finally:
             server.should_exit = True
             await asyncio.wait_for(server_task, timeout=10)

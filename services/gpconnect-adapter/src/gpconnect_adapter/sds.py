@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from gpconnect_adapter.config import Settings
 from gpconnect_adapter.outcomes import RETRY_AFTER_STATUSES, AdapterError
 from xcagw_common.headers import safe_header_value
 from xcagw_common.metrics import CACHE_REQUESTS, UPSTREAM_LATENCY
+from xcagw_common.ods import is_ods_code
 from xcagw_common.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -42,8 +42,6 @@ ASID_SYSTEM = "https://fhir.nhs.uk/Id/nhsSpineASID"
 PARTY_KEY_SYSTEM = "https://fhir.nhs.uk/Id/nhsMhsPartyKey"
 CACHE_NAME = "sds_endpoint"
 _CACHE_KEY_PREFIX = "xcagw:gpconnect:sds-endpoint:v1:"
-# ODS organisation codes are short upper-case alphanumerics (practices: A81001, Y12345).
-_ODS_CODE = re.compile(r"^[A-Z0-9]{3,10}$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class ProviderEndpoint:
 def normalise_ods(value: str) -> str:
     """Upper-cased, trimmed ODS code; INVALID_ARGUMENT when it cannot be one."""
     ods = value.strip().upper()
-    if not _ODS_CODE.match(ods):
+    if not is_ods_code(ods):
         raise AdapterError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_ODS_CODE",

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from pds_adapter.cache import RATE_LIMIT_NAME, PatientCache
 from pds_adapter.config import Settings
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, http_transport: Any = None) -> GrpcApp:
         read_timeout=settings.read_timeout_seconds,
         rate_limit_max_wait=settings.rate_limit_max_wait_seconds,
         end_user_org_ods=settings.end_user_org_ods,
+        end_user_org_ods_map=settings.end_user_org_ods_map,
         max_connections=settings.http_max_connections,
         verify=settings.ca_file or True,
         transport=http_transport,
@@ -117,7 +119,8 @@ def main() -> None:
     """Console script: settings from the environment, logging, telemetry, serve until SIGTERM."""
     try:
         settings = Settings()  # base_url (required) comes from the environment
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
+        # SettingsError: a JSON setting (e.g. END_USER_ORG_ODS_MAP) that is not JSON at all.
         sys.stderr.write(f"pds-adapter: invalid settings (env PDS_ADAPTER_*):\n{exc}\n")
         raise SystemExit(2) from None
     setup_logging(SERVICE_NAME, settings.log_level)

@@ -9,6 +9,11 @@ The key holds the requested number, which is how a superseded number keeps resol
 successor within the TTL. Only successful reads of unrestricted (`U`) records are stored: never an
 error, never a restricted record (nhs-apis.md §1.6). A Redis failure never fails a read: it counts
 as a miss (`xcagw_cache_requests_total{cache="pds_patient",result="error"}`) and PDS is asked.
+
+The key is per patient, not per requesting organisation, on purpose: NHSD-End-User-Organisation-ODS
+(the requesting organisation's ODS code, nhs-apis.md §1.3) tells PDS who asks, it does not change
+PDS's answer, so a read made for one partner may serve another. Each caller's access is still
+logged under its own ids by the servicer.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from xcagw_common.ods import is_ods_code, validate_ods_map
 from xcagw_common.settings import BaseServiceSettings, dependency_addr
 
 
@@ -27,7 +28,15 @@ class Settings(BaseServiceSettings):
         default="",
         description=(
             "ODS code sent as NHSD-End-User-Organisation-ODS (mandatory for apps serving several "
-            "end-user organisations); empty: header not sent."
+            "end-user organisations) when the RequestContext organisation id is neither in "
+            "end_user_org_ods_map nor an ODS code itself; empty: header not sent then."
+        ),
+    )
+    end_user_org_ods_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "RequestContext.organization_id (e.g. an OID) -> ODS code of the requesting "
+            "organisation, sent as NHSD-End-User-Organisation-ODS (JSON object)."
         ),
     )
     ca_file: str = Field(
@@ -121,6 +130,21 @@ class Settings(BaseServiceSettings):
     cache_ttl_seconds: int = Field(
         default=60, ge=0, description="TTL of cached patient reads; 0 disables the cache."
     )
+
+    @field_validator("end_user_org_ods")
+    @classmethod
+    def _end_user_org_ods(cls, value: str) -> str:
+        value = value.strip()
+        if value and not is_ods_code(value):
+            raise ValueError("end_user_org_ods must be empty or an ODS code (3-10 A-Z/0-9)")
+        return value
+
+    @field_validator("end_user_org_ods_map")
+    @classmethod
+    def _end_user_org_ods_map(cls, value: dict[str, str]) -> dict[str, str]:
+        # Checked at start-up: every value becomes a header PDS records as the end-user
+        # organisation (nhs-apis.md §1.3), so a typo must stop the service, not mislabel reads.
+        return validate_ods_map(value)
 
     @field_validator("base_url")
     @classmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from pds_adapter.tokens import TokenProvider
 from xcagw.common.v1 import common_pb2
 from xcagw_common.headers import safe_header_value
 from xcagw_common.metrics import UPSTREAM_LATENCY
+from xcagw_common.ods import resolve_ods_code
 from xcagw_common.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -87,6 +88,7 @@ class PdsClient:
         read_timeout: float = 5.0,
         rate_limit_max_wait: float = 2.0,
         end_user_org_ods: str = "",
+        end_user_org_ods_map: Mapping[str, str] | None = None,
         max_connections: int = 20,
         verify: str | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -99,6 +101,7 @@ class PdsClient:
         self._read_timeout = read_timeout
         self._rate_limit_max_wait = rate_limit_max_wait
         self._end_user_org_ods = end_user_org_ods
+        self._end_user_org_ods_map = dict(end_user_org_ods_map or {})
         self._server = httpx.URL(base_url).host
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -119,8 +122,15 @@ class PdsClient:
         correlation_id = safe_header_value(context.correlation_id)
         if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
-        if self._end_user_org_ods:
-            headers["NHSD-End-User-Organisation-ODS"] = self._end_user_org_ods
+        # nhs-apis.md §1.3: the REQUESTING organisation's ODS code, per request (one gateway serves
+        # many partners), resolved like the GP Connect JWT's requesting_organization. The map and
+        # the default are validated as ODS codes at start-up, and an organisation id is used as
+        # itself only when it is one, so the value is always safe as a header.
+        ods = resolve_ods_code(
+            context.organization_id, self._end_user_org_ods_map, self._end_user_org_ods
+        )
+        if ods:
+            headers["NHSD-End-User-Organisation-ODS"] = ods
         return headers
 
     async def read(

@@ -202,7 +202,8 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
             # The shared read runs under the service's own deadline, never a caller's: a caller
             # with 0.1 s left must not cut short the read that another one, with 30 s left, waits
             # for. It carries the first caller's RequestContext (one PDS request has one
-            # X-Correlation-ID); each caller logs its own access below.
+            # X-Correlation-ID and one NHSD-End-User-Organisation-ODS; the answer does not depend
+            # on either, see cache.py); each caller logs its own access below.
             task = asyncio.create_task(
                 self._read_patient(
                     nhs_number, request.context, Deadline.after(self._deadline_seconds)

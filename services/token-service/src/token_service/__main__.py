@@ -21,6 +21,7 @@ SERVICE = "token-service"
 
 def _serve() -> None:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from token_service.app import build_app
     from token_service.config import Settings
@@ -36,6 +37,11 @@ def _serve() -> None:
         for error in exc.errors(include_url=False, include_input=False):
             field = ".".join(str(part) for part in error["loc"]) or "settings"
             print(f"token-service: invalid setting {field}: {error['msg']}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    except SettingsError as exc:
+        # A JSON setting (e.g. GPC_ORGANISATION_ODS_MAP) that is not JSON at all; the message
+        # names the field, not its value.
+        print(f"token-service: invalid settings: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
     setup_logging(SERVICE, settings.log_level)
     app, _runtime = build_app(settings)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from token_service import __version__
+from xcagw_common.ods import validate_ods_map
 from xcagw_common.settings import BaseServiceSettings
 
 # nhs-apis.md §2.2: the NHS rejects client assertions whose exp is more than 300 s ahead.
@@ -186,6 +187,13 @@ class Settings(BaseServiceSettings):
         default="",
         description="System of the local role code (default <gpc_issuer>/Id/user-role).",
     )
+
+    @field_validator("gpc_organisation_ods_map")
+    @classmethod
+    def _gpc_organisation_ods_map(cls, value: dict[str, str]) -> dict[str, str]:
+        # Checked at start-up, as pds-adapter's map is: each value becomes the JWT's
+        # requesting_organization, so a typo must stop the service, not mislabel requests.
+        return validate_ods_map(value)
 
     @field_validator("assertion_lifetime_seconds")
     @classmethod

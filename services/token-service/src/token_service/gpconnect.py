@@ -23,6 +23,7 @@ import grpc
 
 from token_service.config import Settings, valid_requested_scope
 from xcagw.common.v1 import common_pb2
+from xcagw_common.ods import resolve_ods_code
 
 # Spec: "The expiration time SHALL be set to 5 minutes after the token creation time".
 GP_CONNECT_JWT_LIFETIME_SECONDS = 300
@@ -35,7 +36,6 @@ UNKNOWN_SDS_ID = "UNK"
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # SDS user ids and role profile ids are 12-digit numbers (smartcard UUID, URP id).
 _SDS_ID = re.compile(r"^\d{12}$")
-_ODS_CODE = re.compile(r"^[A-Z0-9]{3,10}$")
 _PREFIXES = frozenset(
     {"dr", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "sir", "dame", "rev", "revd"}
 )
@@ -97,16 +97,6 @@ def parse_person_name(text: str) -> dict[str, Any]:
     return name
 
 
-def resolve_ods_code(settings: Settings, organization_id: str) -> str:
-    """ODS code of the requesting organisation: configured map, an ODS code itself, or default."""
-    org = organization_id.strip()
-    if org and org in settings.gpc_organisation_ods_map:
-        return settings.gpc_organisation_ods_map[org]
-    if _ODS_CODE.fullmatch(org):
-        return org
-    return settings.gpc_default_ods_code
-
-
 def practitioner_id(settings: Settings, user_id: str) -> str:
     """A FHIR logical id for the user: the user id itself when it is a valid id, else a stable
     UUID derived from it (XUA subject-ids are often display names with spaces)."""
@@ -158,7 +148,13 @@ def build_claims(
             "GPC_NOT_CONFIGURED",
             "GP Connect consumer settings missing: " + ", ".join(missing),
         )
-    ods = resolve_ods_code(settings, context.organization_id)
+    # Shared with pds-adapter (NHSD-End-User-Organisation-ODS), so a partner's organisation id
+    # resolves to the same ODS code in the JWT and in the PDS header.
+    ods = resolve_ods_code(
+        context.organization_id,
+        settings.gpc_organisation_ods_map,
+        settings.gpc_default_ods_code,
+    )
     if not ods:
         raise GpConnectJwtError(
             grpc.StatusCode.FAILED_PRECONDITION,
