@@ -63,6 +63,7 @@ from benchlib import (  # noqa: E402
     run_load,
     run_wrk,
     saml_issuer_keypair,
+    serve_like_soap_edge,
     stack_overrides,
     wrk_available,
 )
@@ -109,8 +110,6 @@ class BenchStack(Stack):
 # ---- the bare FastAPI baseline ----
 def serve_bare(port: int, payload_dir: Path) -> None:
     """POST /iti38 and /iti39 answer the captured soap-edge payloads byte for byte."""
-    import uvicorn
-
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     meta = json.loads((payload_dir / "meta.json").read_text())
 
@@ -124,20 +123,7 @@ def serve_bare(port: int, payload_dir: Path) -> None:
     for name, content_type in meta.items():
         body = (payload_dir / f"{name}.bin").read_bytes()
         app.add_api_route(f"/{name}", route(body, content_type), methods=["POST"])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        # The server configuration soap-edge runs with (soap_edge/__main__.py): uvloop and
-        # httptools; uvicorn binds this socket itself (IPPROTO_TCP), so TCP_NODELAY is set.
-        loop="uvloop",
-        http="httptools",
-    )
-    uvicorn.Server(config).run()
+    serve_like_soap_edge(app, port)
 
 
 # ---- requests ----

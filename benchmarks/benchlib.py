@@ -41,6 +41,26 @@ DEV_PARTNER_OVERRIDES = {
 }
 
 
+def serve_like_soap_edge(app: Any, port: int) -> None:
+    """Run an ASGI app on 127.0.0.1:port with soap-edge's server configuration, until killed."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        # The server configuration soap-edge runs with (soap_edge/__main__.py): uvloop and
+        # httptools; uvicorn binds this socket itself (IPPROTO_TCP), so TCP_NODELAY is set.
+        loop="uvloop",
+        http="httptools",
+    )
+    uvicorn.Server(config).run()
+
+
 def stack_overrides() -> dict[str, str]:
     """Dev partner settings unless dev.env or the environment already configures partners."""
     from xcagw_devstack.launcher import read_env_file

@@ -60,7 +60,7 @@ class Answer:
 
 
 def serve(port: int, payload_dir: Path, redis_url: str, skip: frozenset[str] = frozenset()) -> None:
-    import uvicorn
+    from benchlib import serve_like_soap_edge
     from opentelemetry import propagate, trace
 
     from soap_edge.redisbatch import AutoPipeline
@@ -147,18 +147,7 @@ def serve(port: int, payload_dir: Path, redis_url: str, skip: frozenset[str] = f
             )
             await send({"type": "http.response.body", "body": body})
 
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        loop="uvloop",
-        http="httptools",
-    )
-    uvicorn.Server(config).run()
+    serve_like_soap_edge(app, port)
 
 
 def main() -> int:
