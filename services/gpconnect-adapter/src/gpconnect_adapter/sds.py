@@ -7,7 +7,6 @@ FHIR service root (`Endpoint.address`). Zero and several matches are handled exp
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from xcagw_common.resilience import (
     parse_retry_after,
     retry_http,
 )
+from xcagw_common.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class SdsClient:
             max_delay=settings.retry_backoff_max_seconds,
             retry_after_cap=settings.retry_after_max_seconds,
         )
-        self._inflight: dict[str, asyncio.Future[ProviderEndpoint]] = {}
+        self._inflight: SingleFlight[str, ProviderEndpoint] = SingleFlight()
 
     @property
     def cache(self) -> EndpointCache:
@@ -236,33 +236,23 @@ class SdsClient:
         cached = await self._cache.get(ods_code)
         if cached is not None:
             return cached, True
-        task = self._inflight.get(ods_code)
-        if task is None:
-            # The shared lookup runs under the service's own deadline, never a caller's: a
-            # caller with little time left must not cut short the lookup that others with more
-            # time wait for. It sends the first caller's correlation id (one SDS request has one).
-            shared_deadline = Deadline.after(self._settings.request_deadline_seconds)
-            task = asyncio.ensure_future(
-                self._lookup_sds(ods_code, shared_deadline, correlation_id)
+        # The shared lookup runs under the service's own deadline (xcagw_common.singleflight).
+        # It sends the first caller's correlation id: one SDS request has one.
+        shared_deadline = Deadline.after(self._settings.request_deadline_seconds)
+        try:
+            endpoint, _ = await self._inflight.join(
+                ods_code,
+                lambda: self._lookup_sds(ods_code, shared_deadline, correlation_id),
+                deadline.remaining(),
             )
-            self._inflight[ods_code] = task
-            task.add_done_callback(lambda done: self._lookup_done(ods_code, done))
-        # asyncio.wait cancels nothing, neither when this caller's time runs out nor when the
-        # caller is cancelled: the lookup the others wait for carries on (and is cached).
-        done, _ = await asyncio.wait((task,), timeout=deadline.remaining())
-        if not done:
+        except TimeoutError:
             raise AdapterError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "DEADLINE_EXCEEDED",
                 "SDS lookup did not finish within the deadline",
                 {"upstream": "sds"},
-            )
-        return task.result(), False
-
-    def _lookup_done(self, ods_code: str, task: asyncio.Future[ProviderEndpoint]) -> None:
-        self._inflight.pop(ods_code, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here so an abandoned failure is not reported as lost
+            ) from None
+        return endpoint, False
 
     async def _lookup_sds(
         self, ods_code: str, deadline: Deadline, correlation_id: str

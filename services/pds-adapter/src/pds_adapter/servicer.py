@@ -53,7 +53,6 @@ SearchPatients returns zero or one patient (an empty result is OK, not NOT_FOUND
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +71,7 @@ from xcagw_common.errors import abort
 from xcagw_common.logging import correlation_id_var, partner_id_var, pseudonymise
 from xcagw_common.nhs_number import normalise_nhs_number
 from xcagw_common.resilience import Deadline
+from xcagw_common.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
         # NHS number share one PDS request. PDS application-restricted access has a small
         # per-application rate limit (nhs-apis.md: 5 requests/s by default), and a partner's
         # ITI-55 + ITI-38 burst for one patient otherwise spends several slots on one record.
-        self._inflight: dict[str, asyncio.Task[_Read]] = {}
+        self._inflight: SingleFlight[str, _Read] = SingleFlight()
 
     def _deadline(self, context: _Context) -> Deadline:
         return Deadline.after(self._deadline_seconds).earliest(context.time_remaining())
@@ -196,32 +196,23 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
                 if not patient.restricted:
                     return pds_adapter_pb2.GetPatientResponse(patient=patient, fhir_json=cached)
 
-        task = self._inflight.get(nhs_number)
-        shared = task is not None
-        if task is None:
-            # The shared read runs under the service's own deadline, never a caller's: a caller
-            # with 0.1 s left must not cut short the read that another one, with 30 s left, waits
-            # for. It carries the first caller's RequestContext (one PDS request has one
-            # X-Correlation-ID and one NHSD-End-User-Organisation-ODS; the answer does not depend
-            # on either, see cache.py); each caller logs its own access below.
-            task = asyncio.create_task(
-                self._read_patient(
-                    nhs_number, request.context, Deadline.after(self._deadline_seconds)
-                )
+        # The shared read (xcagw_common.singleflight) runs under the service's own deadline and
+        # carries the first caller's RequestContext (one PDS request has one X-Correlation-ID and
+        # one NHSD-End-User-Organisation-ODS; the answer depends on neither, see cache.py); each
+        # caller waits within its own deadline and logs its own access below.
+        shared_deadline = Deadline.after(self._deadline_seconds)
+        try:
+            read, shared = await self._inflight.join(
+                nhs_number,
+                lambda: self._read_patient(nhs_number, request.context, shared_deadline),
+                deadline.remaining(),
             )
-            self._inflight[nhs_number] = task
-            task.add_done_callback(lambda done: self._read_finished(nhs_number, done))
-        # Each caller waits as long as its own deadline allows. asyncio.wait neither cancels the
-        # shared read when this caller's time runs out nor when this caller is cancelled (the
-        # gRPC client went away): the others still get its answer, and a success is cached.
-        done, _ = await asyncio.wait((task,), timeout=deadline.remaining())
-        if not done:
+        except TimeoutError:
             raise AdapterError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "DEADLINE_EXCEEDED",
                 "PDS did not answer within the deadline",
-            )
-        read = task.result()
+            ) from None
         patient = read.response.patient
         # The access log line of this caller (its correlation and partner ids are in the log
         # context), also when it joined a read another caller started.
@@ -239,14 +230,6 @@ class PdsAdapterServicer(pds_adapter_pb2_grpc.PdsAdapterServiceServicer):
             },
         )
         return read.response
-
-    def _read_finished(self, nhs_number: str, task: asyncio.Task[_Read]) -> None:
-        if self._inflight.get(nhs_number) is task:
-            del self._inflight[nhs_number]
-        if not task.cancelled():
-            # Retrieve the outcome here too: every waiter may have gone, and an unretrieved
-            # exception would be logged by asyncio as a spurious "never retrieved" error.
-            task.exception()
 
     async def _read_patient(
         self, nhs_number: str, request_context: common_pb2.RequestContext, deadline: Deadline
