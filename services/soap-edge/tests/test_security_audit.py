@@ -187,6 +187,72 @@ def test_iti39_has_one_document_object_per_document() -> None:
     assert detail["Repository Unique Id"] == "2.16.840.1.113883.2.1.3.34.9001.2"
 
 
+def by_role(message: etree._Element) -> dict[str, etree._Element]:
+    """The ActiveParticipants keyed by RoleIDCode (Source 110153, Destination 110152, XUA role)."""
+    out: dict[str, etree._Element] = {}
+    for participant in message.findall("ActiveParticipant"):
+        code = participant.find("RoleIDCode").get("csd-code")
+        assert code not in out, f"two participants with RoleIDCode {code}"
+        out[code] = participant
+    return out
+
+
+@pytest.mark.parametrize("transaction", ["ITI-39", "ITI-43"])
+def test_retrieve_makes_us_the_source_and_the_initiator_the_destination(
+    transaction: str, atna_schema: etree.XMLSchema
+) -> None:
+    # ITI TF-2b 3.39.5.1.2: the Responding Gateway audits ITI-39 as a Document Repository audits
+    # ITI-43 (Export): Source = the repository (us), Destination = the consumer (the initiator).
+    message = build_audit_message(record(transaction), SOURCE)
+    assert atna_schema.validate(message), atna_schema.error_log
+    ident = message.find("EventIdentification")
+    assert ident.find("EventID").get("csd-code") == "110106"
+    assert ident.find("EventTypeCode").get("csd-code") == transaction
+    roles = by_role(message)
+    assert set(roles) == {"110153", "110152", "224608005"}
+    source, dest, person = roles["110153"], roles["110152"], roles["224608005"]
+    assert source.get("UserID") == "https://gw.example/xca"
+    assert source.get("AlternativeUserID") == "4242"
+    assert source.get("UserIsRequestor") == "false"
+    assert (source.get("NetworkAccessPointID"), source.get("NetworkAccessPointTypeCode")) == (
+        "gw-1.test",
+        "1",
+    )
+    assert dest.get("UserID") == "http://www.w3.org/2005/08/addressing/anonymous"
+    assert dest.get("AlternativeUserID") == "epic"
+    assert dest.get("UserIsRequestor") == "true"
+    assert (dest.get("NetworkAccessPointID"), dest.get("NetworkAccessPointTypeCode")) == (
+        "10.1.2.3",
+        "2",
+    )
+    assert person.get("UserID") == "user-42@partner.example"
+    assert person.get("UserIsRequestor") == "true"
+
+
+def test_retrieve_roles_without_xua(atna_schema: etree.XMLSchema) -> None:
+    message = build_audit_message(record("ITI-39", human=None, outcome=4), SOURCE)
+    assert atna_schema.validate(message), atna_schema.error_log
+    roles = by_role(message)
+    assert set(roles) == {"110153", "110152"}
+    assert roles["110153"].get("UserID") == "https://gw.example/xca"
+    assert roles["110152"].get("NetworkAccessPointID") == "10.1.2.3"
+
+
+@pytest.mark.parametrize("transaction", ["ITI-38", "ITI-18", "ITI-47", "ITI-55"])
+def test_queries_make_the_initiator_the_source_and_us_the_destination(
+    transaction: str,
+) -> None:
+    roles = by_role(build_audit_message(record(transaction), SOURCE))
+    source, dest = roles["110153"], roles["110152"]
+    assert source.get("UserID") == "http://www.w3.org/2005/08/addressing/anonymous"
+    assert source.get("NetworkAccessPointID") == "10.1.2.3"
+    assert source.get("UserIsRequestor") == "true"
+    assert dest.get("UserID") == "https://gw.example/xca"
+    assert dest.get("AlternativeUserID") == "4242"
+    assert dest.get("UserIsRequestor") == "false"
+    assert roles["224608005"].get("UserIsRequestor") == "true"
+
+
 def test_checker_accepts_the_message(tmp_path: Path) -> None:
     checker = shared_dir() / "conformance/validate_check.py"
     if not checker.exists():

@@ -7,6 +7,7 @@ import hashlib
 
 import grpc
 import pytest
+from lxml import etree
 from soap_edge_testkit import (
     APPROVED,
     CEID_OID,
@@ -38,6 +39,16 @@ XCQ = "urn:ihe:iti:2007:CrossGatewayQuery"
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
 DEFERRED = "urn:ihe:iti:2010:StatusType:DeferredCreation"
+RIM_NS = {"rim": "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"}
+AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
+OWN_UNIQUE_ID = (
+    "string(rim:ExternalIdentifier"
+    "[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']/@value)"
+)
+PATIENT_ID = (
+    "string(rim:ExternalIdentifier"
+    "[@identificationScheme='urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427']/@value)"
+)
 
 
 async def query(client, check, body: str, path: str = "/iti38", action: str = XCQ):  # type: ignore[no-untyped-def]
@@ -360,12 +371,18 @@ async def test_ceid_patient_id_after_iti47_mapping(client, check) -> None:
         "urn:hl7-org:v3:PRPA_IN201305UV02", pdq_body(ids=[(NHS_OID, JANE), (CEID_OID, "EPIC42")])
     )
     assert (await post(client, "/iti47", pdq)).status_code == 200
-    parsed = await query(client, check, find_documents("EPIC42", oid=CEID_OID))
+    both = {"$XDSDocumentEntryType": [f"('{STABLE}','{ON_DEMAND}')"]}
+    parsed = await query(client, check, find_documents("EPIC42", oid=CEID_OID, extra=both))
     assert status(parsed) == SUCCESS
-    eo = parsed.xpath("//rim:ExtrinsicObject")[0]
-    # patientId and sourcePatientId stay in the domain the initiator queried.
-    assert slot(eo, "sourcePatientId") == [f"EPIC42^^^&{CEID_OID}&ISO"]
-    assert f"EPIC42^^^&amp;{CEID_OID}&amp;ISO" in parsed.raw.decode()
+    eos = parsed.xpath("//rim:ExtrinsicObject")
+    assert sorted(eo.get("objectType") for eo in eos) == sorted([STABLE, ON_DEMAND])
+    for eo in eos:
+        # patientId stays the id the initiator queried with (its CEID) ...
+        assert eo.xpath(PATIENT_ID, namespaces=RIM_NS) == f"EPIC42^^^&{CEID_OID}&ISO"
+        # ... while sourcePatientId is the patient in the GP record's own domain (ITI TF-3
+        # 4.2.3.2), the NHS number, as sourcePatientInfo PID-3 says.
+        assert slot(eo, "sourcePatientId") == [f"{JANE}^^^&{NHS_OID}&ISO"]
+        assert f"PID-3|{JANE}^^^&{NHS_OID}&ISO" in slot(eo, "sourcePatientInfo")
 
 
 async def test_get_documents_by_uuid_and_unique_id(client, check) -> None:
@@ -405,6 +422,66 @@ async def test_get_documents_by_uuid_and_unique_id(client, check) -> None:
         adhoc_body(GET_DOCUMENTS, {"$XDSDocumentEntryEntryUUID": [f"('{od_entry}')"]}, home=HCID),
     )
     assert got.xpath("string(//rim:ExtrinsicObject/@objectType)") == ON_DEMAND
+
+
+def c14n(eo) -> bytes:  # type: ignore[no-untyped-def]
+    return bytes(etree.tostring(eo, method="c14n", exclusive=True))
+
+
+async def test_on_demand_entry_is_the_same_in_every_query(client, check, fakes) -> None:
+    both = {"$XDSDocumentEntryType": [f"('{STABLE}','{ON_DEMAND}')"]}
+    only = {"$XDSDocumentEntryType": [f"('{ON_DEMAND}')"]}
+    with_stable = await query(client, check, find_documents(extra=both))
+    stable = with_stable.xpath(f"//rim:ExtrinsicObject[@objectType='{STABLE}']")[0]
+    assert slot(stable, "serviceStartTime") == ["20100101"]  # the snapshot has service times
+    on_demand = with_stable.xpath(f"//rim:ExtrinsicObject[@objectType='{ON_DEMAND}']")[0]
+    entry, uid = on_demand.get("id"), on_demand.xpath(OWN_UNIQUE_ID, namespaces=RIM_NS)
+    alone = (await query(client, check, find_documents(extra=only))).xpath("//rim:ExtrinsicObject")
+    by_uuid = (
+        await query(
+            client,
+            check,
+            adhoc_body(GET_DOCUMENTS, {"$XDSDocumentEntryEntryUUID": [f"('{entry}')"]}, home=HCID),
+        )
+    ).xpath("//rim:ExtrinsicObject")
+    by_uid = (
+        await query(
+            client,
+            check,
+            adhoc_body(GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [f"('{uid}')"]}, home=HCID),
+        )
+    ).xpath("//rim:ExtrinsicObject")
+    assert len(alone) == len(by_uuid) == len(by_uid) == 1
+    assert c14n(on_demand) == c14n(alone[0]) == c14n(by_uuid[0]) == c14n(by_uid[0])
+    # Nothing of the stored snapshot: the on-demand document is generated at retrieve time.
+    for name in ("serviceStartTime", "serviceStopTime", "creationTime", "hash", "size"):
+        assert not slot(on_demand, name), name
+    assert not on_demand.xpath(
+        f"rim:Classification[@classificationScheme='{AUTHOR}']", namespaces=RIM_NS
+    )
+    assert slot(on_demand, "sourcePatientInfo") == [f"PID-3|{JANE}^^^&{NHS_OID}&ISO"]
+    assert slot(on_demand, "sourcePatientId") == [f"{JANE}^^^&{NHS_OID}&ISO"]
+
+
+async def test_service_time_filters_treat_the_on_demand_entry_alike(client, check) -> None:
+    # The on-demand entry has no service times, so a service-time filter never finds it, whether
+    # or not the stable entry (which has them) was asked for too.
+    window = {
+        "$XDSDocumentEntryServiceStartTimeFrom": ["2010"],
+        "$XDSDocumentEntryServiceStartTimeTo": ["2011"],
+    }
+    both = await query(
+        client,
+        check,
+        find_documents(extra={**window, "$XDSDocumentEntryType": [f"('{STABLE}','{ON_DEMAND}')"]}),
+    )
+    assert [e.get("objectType") for e in both.xpath("//rim:ExtrinsicObject")] == [STABLE]
+    only = await query(
+        client,
+        check,
+        find_documents(extra={**window, "$XDSDocumentEntryType": [f"('{ON_DEMAND}')"]}),
+    )
+    assert not only.xpath("//rim:ExtrinsicObject")
 
 
 MINIMAL_PARAMS = {

@@ -47,6 +47,7 @@ RESPONSE_ACTION = "urn:ihe:iti:2007:CrossGatewayQueryResponse"
 ITI18_ACTION = "urn:ihe:iti:2007:RegistryStoredQuery"
 ITI18_RESPONSE_ACTION = "urn:ihe:iti:2007:RegistryStoredQueryResponse"
 BODY_ROOT = q(QUERY, "AdhocQueryRequest")
+ON_DEMAND_TITLE = "GP Connect summary (CCD), generated on request"
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,7 @@ async def _find_documents(
     record = None
     if STABLE in types:
         record = await gw.documents.current_or_generate(ex.context, nhs)
-        view = EntryView(record.entry_uuid, record.unique_id, False, record.title, record)
+        view = EntryView(record.entry_uuid, record.unique_id, False, record.title, record, nhs)
         if _times_match(parsed, view):
             views.append((view, cx))
     if ON_DEMAND in types:
@@ -432,7 +433,10 @@ async def _find_documents(
         uid = on_demand_unique_id(gw.settings.home_community_id, nhs)
         entry = entry_uuid_for(uid)
         await gw.store.register_on_demand(uid, entry, nhs)
-        view = EntryView(entry, uid, True, "GP Connect summary (CCD), generated on request", record)
+        # No stored record: an on-demand entry shows no snapshot's metadata, whether or not the
+        # query also asked for the stable entry (see xds._extrinsic_object), so its service times
+        # are unknown and a service-time filter does not match it.
+        view = _on_demand_entry(uid, nhs)
         if _times_match(parsed, view):
             views.append((view, cx))
     return views
@@ -479,14 +483,16 @@ async def _get_documents(
     return [(view, cx) for view, cx in views if allowed[cx.id]]
 
 
+def _on_demand_entry(uid: str, nhs: str) -> EntryView:
+    """The on-demand entry of a patient, the same for every query that finds it."""
+    return EntryView(entry_uuid_for(uid), uid, True, ON_DEMAND_TITLE, nhs_number=nhs)
+
+
 async def _on_demand_view(gw: Gateway, uid: str) -> tuple[EntryView, Cx] | None:
     nhs = await gw.store.on_demand_patient(uid)
     if nhs is None:
         return None
-    view = EntryView(
-        entry_uuid_for(uid), uid, True, "GP Connect summary (CCD), generated on request"
-    )
-    return view, nhs_cx(nhs)
+    return _on_demand_entry(uid, nhs), nhs_cx(nhs)
 
 
 def _response(

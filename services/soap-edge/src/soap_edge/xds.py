@@ -10,7 +10,7 @@ from lxml import etree
 
 from soap_edge.cache import TtlCache
 from soap_edge.config import NHS_NUMBER_OID, Settings
-from soap_edge.patient_ids import Cx
+from soap_edge.patient_ids import Cx, nhs_cx
 from soap_edge.soap.ns import RIM, RS, q
 from soap_edge.store import DocumentRecord
 
@@ -171,13 +171,19 @@ def _external_id(
 
 @dataclass
 class EntryView:
-    """What an ExtrinsicObject shows: a stored document, or an on-demand placeholder."""
+    """What an ExtrinsicObject shows: a stored document, or an on-demand placeholder.
+
+    `record` is the stored snapshot a stable entry describes; an on-demand entry never shows one
+    (see `_extrinsic_object`). `nhs_number` is the patient in the GP record's own domain, for
+    sourcePatientId when there is no record (on-demand entries).
+    """
 
     entry_uuid: str
     unique_id: str
     on_demand: bool
     title: str
     record: DocumentRecord | None = None
+    nhs_number: str = ""
 
 
 def source_patient_info(record: DocumentRecord) -> list[str]:
@@ -199,27 +205,53 @@ _ENTRIES: TtlCache[tuple[str, ...], etree._Element] = TtlCache(3600.0, max_entri
 _RECORD_FIELDS = tuple(f.name for f in fields(DocumentRecord) if f.name != "content")
 
 
+def source_patient_cx(view: EntryView, patient: Cx) -> Cx:
+    """sourcePatientId: the patient in the local domain of the creating entity (ITI TF-3
+    4.2.3.2, DocumentEntry.sourcePatientId), which for a GP record is always the NHS number,
+    whatever id the query used (a partner's CEID is a patientId, never a sourcePatientId)."""
+    if view.nhs_number:
+        return nhs_cx(view.nhs_number)
+    if view.record is not None:
+        return nhs_cx(view.record.nhs_number)
+    if patient.authority == NHS_NUMBER_OID:
+        return patient
+    raise ValueError("DocumentEntry without an NHS number for sourcePatientId")
+
+
 def extrinsic_object(view: EntryView, patient: Cx, settings: Settings) -> etree._Element:
-    """A LeafClass DocumentEntry with the full metadata of ihe-xca-rules §5, in rim.xsd order."""
-    rec = view.record
+    """A LeafClass DocumentEntry with the full metadata of ihe-xca-rules §5, in rim.xsd order.
+
+    `patient` is the patientId: the id the query used (XCA, ITI TF-2b 3.38: the initiator asks
+    with the id it holds for this community, and the entries answer with it), e.g. a partner's
+    CEID; sourcePatientId is always the NHS number (`source_patient_cx`).
+    """
+    rec = None if view.on_demand else view.record
+    source_patient = source_patient_cx(view, patient)
     cache_key = (
         view.entry_uuid,
         view.unique_id,
         "on-demand" if view.on_demand else "stable",
         view.title,
         patient.render(),
+        source_patient.render(),
         settings.hcid,
         settings.repository_unique_id,
         *(str(getattr(rec, name)) for name in _RECORD_FIELDS if rec is not None),
     )
     built = _ENTRIES.get(cache_key)
     if built is None:
-        built = _extrinsic_object(view, patient, settings)
+        built = _extrinsic_object(view, rec, patient, source_patient, settings)
         _ENTRIES.put(cache_key, built)
     return copy.deepcopy(built)
 
 
-def _extrinsic_object(view: EntryView, patient: Cx, settings: Settings) -> etree._Element:
+def _extrinsic_object(
+    view: EntryView,
+    rec: DocumentRecord | None,
+    patient: Cx,
+    source_patient: Cx,
+    settings: Settings,
+) -> etree._Element:
     eo = etree.Element(q(RIM, "ExtrinsicObject"), nsmap={"rim": RIM})
     eid = view.entry_uuid
     eo.set("id", eid)
@@ -228,9 +260,17 @@ def _extrinsic_object(view: EntryView, patient: Cx, settings: Settings) -> etree
     eo.set("status", STATUS_APPROVED)
     eo.set("mimeType", MIME_TYPE)
     eo.set("home", settings.hcid)
-    rec = view.record
+    # On-demand entries (ITI TF-3 4.1, On-Demand DocumentEntry; Table 4.3.1-3, XDS OD column)
+    # describe the document a retrieve will generate from the record as it is then (ITI TF-2
+    # 3.61.4.1: "the latest, most recent available information"), not any stored snapshot. So an
+    # on-demand entry carries nothing taken from one: no creationTime/hash/size, no service
+    # times, no author (the registered practice may change before the retrieve), no PID-5/7/8
+    # demographics; only what its entryUUID is derived from and cannot change: the patient
+    # (sourcePatientId and sourcePatientInfo PID-3, the NHS number). One entryUUID is one
+    # DocumentEntry (ITI TF-3 4.2.3.2), so FindDocuments (with or without stable entries) and
+    # GetDocuments show it identically. `extrinsic_object` passes rec None for on-demand views.
     # Slots: creationTime/hash/size only for stable entries, whose bytes are fixed (§5.3).
-    if rec is not None and not view.on_demand:
+    if rec is not None:
         _slot(eo, "creationTime", rec.creation_time)
         _slot(eo, "hash", rec.hash)
     _slot(eo, "languageCode", LANGUAGE)
@@ -239,12 +279,13 @@ def _extrinsic_object(view: EntryView, patient: Cx, settings: Settings) -> etree
         _slot(eo, "serviceStartTime", rec.service_start)
     if rec is not None and rec.service_stop:
         _slot(eo, "serviceStopTime", rec.service_stop)
-    if rec is not None and not view.on_demand:
+    if rec is not None:
         _slot(eo, "size", str(rec.size))
-    # sourcePatientId shares the patientId's assigning authority (Xhuma used two different ones).
-    _slot(eo, "sourcePatientId", patient.render())
+    _slot(eo, "sourcePatientId", source_patient.render())
     if rec is not None:
         _slot(eo, "sourcePatientInfo", *source_patient_info(rec))
+    else:
+        _slot(eo, "sourcePatientInfo", f"PID-3|{source_patient.render()}")
     _name(eo, view.title)
     etree.SubElement(eo, q(RIM, "VersionInfo")).set("versionName", "1")
     if rec is not None and rec.gp_ods_code:

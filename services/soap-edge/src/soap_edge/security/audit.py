@@ -4,11 +4,13 @@ Three parts:
 
 1. **The message** (`build_audit_message`): DICOM PS3.15 A.5 XML as in the ATNA schema
    (`dicom2017c.xsd`, which requires `ActiveParticipant@UserIsRequestor`), with the participants
-   and objects of ihe-xca-rules §10.2: Source (initiating gateway, ReplyTo and IP), Human
-   Requestor (from the verified XUA assertion), Destination (our endpoint), Patient(s), the
-   Query object (ITI-38/18/47/55, the query itself base64 encoded) and one Document object per
-   retrieved document (ITI-39/43). NHS numbers appear here and nowhere else (not in logs, spans
-   or metric labels); the audit record is where they belong.
+   and objects of ihe-xca-rules §10.2: the initiating gateway (ReplyTo and IP), the Human
+   Requestor (from the verified XUA assertion), our endpoint, Patient(s), the Query object
+   (ITI-38/18/47/55, the query itself base64 encoded) and one Document object per retrieved
+   document (ITI-39/43). Which side is Source and which Destination follows the data: the
+   initiating gateway is the Source of a query (we are its Destination), we are the Source of a
+   retrieve (Export; the initiating gateway is its Destination). NHS numbers appear here and
+   nowhere else (not in logs, spans or metric labels); the audit record is where they belong.
 2. **The durable buffer** (`AuditQueue`): each message, already framed as an RFC 5424 syslog
    message, is appended to a Redis stream *before* the SOAP response is released (XADD; a
    failure there fails the request rather than disclosing data without an audit trail).
@@ -143,9 +145,11 @@ class AuditRecord:
     event_time: datetime
     outcome: int = OUTCOME_SUCCESS
     outcome_description: str = ""
+    # The initiating gateway (the request's sender: Source of a query, Destination of a retrieve).
     source_reply_to: str = ""
     source_ip: str = ""
     partner_id: str = ""
+    # Our endpoint that received the request (Destination of a query, Source of a retrieve).
     destination_url: str = ""
     human: XuaIdentity | None = None
     # HL7 CX (`id^^^&root&ISO`) of every patient the transaction was about or returned.
@@ -158,7 +162,7 @@ class AuditRecord:
 
 @dataclass(frozen=True)
 class AuditSource:
-    """This gateway as the audit source (AuditSourceIdentification, Destination participant)."""
+    """This gateway as the audit source (AuditSourceIdentification and our ActiveParticipant)."""
 
     source_id: str
     enterprise_site_id: str = ""
@@ -222,42 +226,25 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
                 ),
             )
 
-    # Source: the initiating gateway (its ReplyTo and the address it connected from).
-    src = etree.SubElement(root, "ActiveParticipant")
-    src.set("UserID", record.source_reply_to or "unknown")
-    if record.partner_id:
-        src.set("AlternativeUserID", record.partner_id)
-    src.set("UserIsRequestor", "true")
-    if record.source_ip:
-        src.set("NetworkAccessPointID", record.source_ip)
-        src.set("NetworkAccessPointTypeCode", "2")
-    _coded(src, "RoleIDCode", SOURCE_ROLE)
-
-    if human is not None:
-        # ITI TF-2 3.40.4.2 (XUA): UserName is alias<user@issuer>.
-        person = etree.SubElement(root, "ActiveParticipant")
-        person.set("UserID", human.name_id or human.subject_id)
-        person.set("UserName", f"{human.subject_id}<{human.name_id}@{human.issuer}>")
-        person.set("UserIsRequestor", "true")
-        if human.role is not None:
-            role = human.role
-            _coded(
-                person,
-                "RoleIDCode",
-                Code(
-                    _token(role.code),
-                    _token(role.code_system or role.code_system_name or "unknown"),
-                    _token(role.display_name or role.code),
-                ),
-            )
-
-    dest = etree.SubElement(root, "ActiveParticipant")
-    dest.set("UserID", record.destination_url or "unknown")
-    dest.set("AlternativeUserID", source.process_id)
-    dest.set("UserIsRequestor", "false")
-    dest.set("NetworkAccessPointID", _token(source.hostname) or "localhost")
-    dest.set("NetworkAccessPointTypeCode", "1")
-    _coded(dest, "RoleIDCode", DESTINATION_ROLE)
+    # Who is Source and who Destination follows the data, not the request.
+    if event.event_id == _EXPORT:
+        # ITI-39/ITI-43 (Export): we send the documents, so we are the Source and the initiating
+        # gateway is the Destination. ITI TF-2b 3.39.5.1.2: the Responding Gateway audits as if it
+        # were a Document Repository (ITI TF-2b 3.43.5.1, Export 110106), whose table makes the
+        # Source the repository (endpoint URI, process id, UserIsRequestor "false") and the
+        # Destination the Document Consumer (its ReplyTo, its address). As in
+        # XCARespondingGatewayAuditor.auditCrossGatewayRetrieveEvent (OHT, used by IPF).
+        requester_role, responder_role = DESTINATION_ROLE, SOURCE_ROLE
+    else:
+        # Queries (ITI-38 and ITI-18 as a Document Registry, ITI TF-2a 3.18.5.1; ITI-47 as a
+        # Patient Demographics Supplier, ITI TF-2b 3.47.5.1; ITI-55 as a Responding Gateway,
+        # ITI TF-2b 3.55.5.1): the requester is the Source, we are the Destination.
+        requester_role, responder_role = SOURCE_ROLE, DESTINATION_ROLE
+    # The schema and DICOM PS3.15 A.5 give ActiveParticipant no order (readers select by
+    # RoleIDCode); one order for every transaction keeps the messages easy to compare.
+    _requester(root, record, requester_role)
+    _human_requestor(root, human)
+    _responder(root, record, source, responder_role)
 
     audit_source = etree.SubElement(root, "AuditSourceIdentification")
     if source.enterprise_site_id:
@@ -300,6 +287,60 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
         if doc.home_community_id:
             _detail(obj, "ihe:homeCommunityID", doc.home_community_id)
     return root
+
+
+def _requester(parent: etree._Element, record: AuditRecord, role: Code) -> None:
+    """The initiating gateway: its WS-Addressing ReplyTo and the address it connected from.
+
+    Its UserIsRequestor is "not specialized" in every TF table (Source of a query, Destination of
+    a retrieve); DICOM PS3.15 A.5 defines it as "is the requestor, or initiator, for the event",
+    which the gateway that sent the request is, so it is "true" in both.
+    """
+    el = etree.SubElement(parent, "ActiveParticipant")
+    el.set("UserID", record.source_reply_to or "unknown")
+    if record.partner_id:
+        el.set("AlternativeUserID", record.partner_id)
+    el.set("UserIsRequestor", "true")
+    if record.source_ip:
+        el.set("NetworkAccessPointID", record.source_ip)
+        el.set("NetworkAccessPointTypeCode", "2")
+    _coded(el, "RoleIDCode", role)
+
+
+def _responder(
+    parent: etree._Element, record: AuditRecord, source: AuditSource, role: Code
+) -> None:
+    """This gateway: the endpoint URI that answered, our process id, never the requestor (the
+    TF tables fix UserIsRequestor "false" for the responding actor, as Source or Destination)."""
+    el = etree.SubElement(parent, "ActiveParticipant")
+    el.set("UserID", record.destination_url or "unknown")
+    el.set("AlternativeUserID", source.process_id)
+    el.set("UserIsRequestor", "false")
+    el.set("NetworkAccessPointID", _token(source.hostname) or "localhost")
+    el.set("NetworkAccessPointTypeCode", "1")
+    _coded(el, "RoleIDCode", role)
+
+
+def _human_requestor(parent: etree._Element, human: XuaIdentity | None) -> None:
+    """The person named by the verified XUA assertion, if any."""
+    if human is None:
+        return
+    # ITI TF-2 3.40.4.2 (XUA): UserName is alias<user@issuer>.
+    person = etree.SubElement(parent, "ActiveParticipant")
+    person.set("UserID", human.name_id or human.subject_id)
+    person.set("UserName", f"{human.subject_id}<{human.name_id}@{human.issuer}>")
+    person.set("UserIsRequestor", "true")
+    if human.role is not None:
+        role = human.role
+        _coded(
+            person,
+            "RoleIDCode",
+            Code(
+                _token(role.code),
+                _token(role.code_system or role.code_system_name or "unknown"),
+                _token(role.display_name or role.code),
+            ),
+        )
 
 
 def _xs_datetime(value: datetime) -> str:
