@@ -5,6 +5,16 @@ match -> AA/OK; no match, unknown, restricted or too many matches -> AA/NF (rest
 never shown); bad parameter or invalid NHS number -> AE/QE (SYN113); unknown id domain -> AE/AE
 (204, with the parameter's location); backend or storage failure -> AE/AE (INTERR), queryAck
 aborted.
+
+ITI-55 differs (ITI TF-2b 3.55.4.2.3): too many matches -> AA/OK with no subject and the
+attributes that may single the patient out (Case 3, 3.55.4.2.2.6), or AE/AE AnswerNotAvailable
+when the query already has every attribute we search on (Case 5, 3.55.4.2.2.7); a livingSubjectId
+in a domain we do not know is the initiating community's own id (3.55.1) and is not an error when
+the query has something else to match on; the queryAck carries no quantities and initialQuantity
+is ignored (Tables 3.55.4.2.2.3-1 and 3.55.4.1.2.2-1).
+
+A CEID (configured partner domain) without a stored pairing is matched on the query's
+demographics; exactly one match pairs it with that NHS number for this partner (store.py).
 """
 
 from __future__ import annotations
@@ -50,11 +60,20 @@ CONTINUATION_ROOT = q(HL7, "QUQI_IN000003UV01")
 # The GP practice id root used in PDQ replies (ihe-xca-rules §7.2, verify).
 ODS_ROOT = "2.16.840.1.113883.2.1.4.3"
 GENDER_SYSTEM = "2.16.840.1.113883.5.1"
-# XCPD custodian code: we do not act as a Health Data Locator (ITI TF-2b 3.55.4.2.2.4, verify).
+# XCPD custodian code: we do not act as a Health Data Locator (ITI TF-2b 3.55.4.2.2.5).
 XCPD_HDL_SYSTEM = "1.3.6.1.4.1.19376.1.2.27.2"
-# XCPD "refine the query" codes (ITI TF-2b 3.55.4.4.2, ihe-xca-rules §8).
+# XCPD "more attributes requested" codes, each in reasonOf/detectedIssueEvent/triggerFor/
+# actOrderRequired (ITI TF-2b 3.55.4.2.2.6, Table 3.55.4.2.2.6-1).
+XCPD_REQUESTED_SYSTEM = "1.3.6.1.4.1.19376.1.2.27.1"
+GENDER_REQUESTED = "LivingSubjectAdministrativeGenderRequested"
+ADDRESS_REQUESTED = "PatientAddressRequested"
+# XCPD "problem handling the request" codes (AnswerNotAvailable, ResponderBusy, InternalError),
+# in reasonOf/detectedIssueEvent/mitigatedBy/detectedIssueManagement (3.55.4.2.2.7).
 XCPD_ISSUE_SYSTEM = "1.3.6.1.4.1.19376.1.2.27.3"
+ANSWER_NOT_AVAILABLE = "AnswerNotAvailable"
+# detectedIssueEvent/code as in both examples of 3.55.4.2.2.6-7 (HL7 ActCode).
 ACT_DETECTED_ISSUE_SYSTEM = "2.16.840.1.113883.5.4"
+DETECTED_ISSUE_CODE = "_ActAdministrativeDetectedIssueManagementCode"
 
 _GENDER_FROM_HL7 = {"M": "male", "F": "female", "UN": "unknown"}
 _GENDER_TO_HL7 = {"male": "M", "female": "F", "other": "UN", "unknown": "UN"}
@@ -100,6 +119,15 @@ class PdqQuery:
     other_ids: list[tuple[int, str]] = field(default_factory=list)
     initial_quantity: int | None = None
     minimum_degree: int | None = None
+
+    @property
+    def has_demographics(self) -> bool:
+        return bool(self.family or self.birth_time or self.gender or self.postal_code)
+
+    @property
+    def searchable(self) -> bool:
+        # PDS needs at least family name and birth date for a non-fuzzy search (nhs-apis §1.4).
+        return bool(self.family and self.birth_time)
 
 
 def _int_value(el: etree._Element | None) -> int | None:
@@ -179,13 +207,7 @@ def parse_query(payload: etree._Element) -> PdqQuery:
                 echo=False,
             )
         query.other_ids.append((index, root))
-    if (
-        not query.ids
-        and not query.family
-        and not query.birth_time
-        and not query.gender
-        and not query.postal_code
-    ):
+    if not query.ids and not query.has_demographics:
         raise _qe("The query has no parameter this supplier can match on")
     return query
 
@@ -236,25 +258,44 @@ def _birth_range(value: str) -> tuple[str, str]:
     return f"{value}-01-01", f"{value}-12-31"
 
 
-class _Query:
-    """Executes one PDQ query for ITI-47 or ITI-55."""
+@dataclass(frozen=True)
+class DetectedIssue:
+    """An XCPD controlActProcess/reasonOf: attributes to add (ITI TF-2b 3.55.4.2.2.6) and/or a
+    problem handling the request (3.55.4.2.2.7)."""
 
-    def __init__(self, gw: Gateway, ex: Exchange, query: PdqQuery) -> None:
+    requested: tuple[str, ...] = ()
+    problem: str = ""
+
+
+class _Query:
+    """Executes one PDQ query for ITI-47 or ITI-55 (xcpd=True)."""
+
+    def __init__(self, gw: Gateway, ex: Exchange, query: PdqQuery, *, xcpd: bool = False) -> None:
         self.gw = gw
         self.ex = ex
         self.query = query
-        self.reason_code = ""
+        self.xcpd = xcpd
+        # Set when PDS found too many patients to answer (never a guess: no subject).
+        self.too_many = False
 
     def _check_domains(self) -> tuple[list[str], list[tuple[str, str]]]:
         known = {NHS_NUMBER_OID, *self.gw.settings.ceid_domains}
         nhs_numbers: list[str] = []
         ceids: list[tuple[str, str]] = []
+        unknown: list[str] = []
         for index, iid in self.query.ids:
             location = f"{_PARAMS}/livingSubjectId[{index}]/value"
             if iid.root not in known:
-                raise _unknown_domain(
-                    "livingSubjectId is in an unknown identifier domain", location
-                )
+                if not self.xcpd:
+                    # PDQv3: an unrecognised domain is an error (ITI TF-2b 3.47.4.2.3 case 3).
+                    raise _unknown_domain(
+                        "livingSubjectId is in an unknown identifier domain", location
+                    )
+                # XCPD "Demographic Query and Feed" (ITI TF-2b 3.55.1, 3.55.4.1.2.1): the
+                # initiating community sends its own patient id with the demographics. We keep
+                # no pairing for a domain we do not know: the id is left out of the matching.
+                unknown.append(location)
+                continue
             if iid.root == NHS_NUMBER_OID:
                 nhs = normalise_nhs_number(iid.extension)
                 if nhs is None:
@@ -268,6 +309,9 @@ class _Query:
                     "otherIDsScopingOrganization is an unknown identifier domain",
                     f"{_PARAMS}/otherIDsScopingOrganization[{index}]/value",
                 )
+        if unknown and not nhs_numbers and not ceids and not self.query.has_demographics:
+            # The ids in unknown domains are the whole query: nothing left to answer it with.
+            raise _unknown_domain("livingSubjectId is in an unknown identifier domain", unknown[0])
         if len(set(nhs_numbers)) > 1:
             raise _qe("livingSubjectId holds more than one NHS number")
         return nhs_numbers, ceids
@@ -277,6 +321,8 @@ class _Query:
         given_nhs = nhs_numbers[0] if nhs_numbers else None
         nhs = given_nhs
         store = self.gw.store
+        # CEIDs this partner has not paired yet: paired below if the demographics single out one.
+        unpaired: list[tuple[str, str]] = []
         if nhs is None and ceids:
             for domain, ceid in ceids:
                 # Only this partner's own pairings (store.py): a CEID names a patient for the
@@ -285,7 +331,12 @@ class _Query:
                 if nhs is not None:
                     break
             if nhs is None:
-                return []
+                if not self.query.searchable:
+                    # An unknown CEID and nothing to search PDS with: no such patient here.
+                    return []
+                # Demographic matching is the norm for XCPD (ihe-xca-rules §8; ITI TF-2b
+                # 3.55.4.1.2: given parameters shall be used in the matching), PDQ alike.
+                unpaired = ceids
         if nhs is not None:
             try:
                 patient = await self.gw.backends.get_patient(self.ex.context, nhs)
@@ -305,14 +356,20 @@ class _Query:
             matches = [Match(patient, 1.0)]
         else:
             matches = await self._search()
+            if len(matches) == 1 and matches[0].patient.nhs_number:
+                # Exactly one patient fits the partner's demographics: remember its CEID for the
+                # partner's later queries (ITI-38 by CEID). Several matches pair nothing.
+                for domain, ceid in unpaired:
+                    await store.save_ceid_mapping(
+                        self.ex.partner, domain, ceid, matches[0].patient.nhs_number
+                    )
         for match in matches:
             match.other_ids = await self._other_ids(match.patient.nhs_number)
         return matches
 
     async def _search(self) -> list[Match]:
         query = self.query
-        if not query.family or not query.birth_time:
-            # PDS needs at least family name and birth date for a non-fuzzy search (nhs-apis §1.4).
+        if not query.searchable:
             raise _qe(
                 "Demographic queries need livingSubjectName/family and livingSubjectBirthTime"
             )
@@ -331,8 +388,8 @@ class _Query:
             found = await self.gw.backends.search_patients(req)
         except BackendFailure as failure:
             if failure.kind is FailureKind.TOO_MANY_MATCHES:
-                # Never guess: report no match, and (XCPD) say how to refine.
-                self.reason_code = self._refine_code()
+                # Never guess: report no match (XCPD: and what to add, see answer_query).
+                self.too_many = True
                 return []
             if failure.kind is FailureKind.NOT_FOUND:
                 return []
@@ -340,12 +397,15 @@ class _Query:
         minimum = (query.minimum_degree or 0) / 100
         return [Match(p, score) for p, score in found if score >= minimum]
 
-    def _refine_code(self) -> str:
+    def requested_attributes(self) -> tuple[str, ...]:
+        """Attributes our PDS search would narrow on that the query left out (Table
+        3.55.4.2.2.6-1); PDS matches a patient address by its postcode only."""
+        wanted = []
         if not self.query.gender:
-            return "LivingSubjectAdministrativeGenderRequested"
+            wanted.append(GENDER_REQUESTED)
         if not self.query.postal_code:
-            return "PatientAddressRequested"
-        return "AnswerNotAvailable"
+            wanted.append(ADDRESS_REQUESTED)
+        return tuple(wanted)
 
     async def _other_ids(self, nhs: str) -> list[tuple[str, str]]:
         asked = [root for _, root in self.query.other_ids]
@@ -463,22 +523,21 @@ def subject_element(match: Match, xcpd: bool, hcid_oid: str) -> etree._Element:
     return subject
 
 
-def _reason_of(parent: etree._Element, code: str) -> None:
+def _reason_of(parent: etree._Element, issue: DetectedIssue) -> None:
+    """controlActProcess/reasonOf as in the examples of ITI TF-2b 3.55.4.2.2.6 and 3.55.4.2.2.7."""
     reason = sub(parent, "reasonOf", typeCode="RSON")
-    issue = sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
-    sub(
-        issue,
-        "code",
-        code="ActAdministrativeDetectedIssueCode",
-        codeSystem=ACT_DETECTED_ISSUE_SYSTEM,
-    )
-    mitigated = sub(issue, "mitigatedBy", typeCode="MITGT")
-    sub(
-        sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="DEF"),
-        "code",
-        code=code,
-        codeSystem=XCPD_ISSUE_SYSTEM,
-    )
+    event = sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
+    sub(event, "code", code=DETECTED_ISSUE_CODE, codeSystem=ACT_DETECTED_ISSUE_SYSTEM)
+    # MCAI_MT900001UV01.DetectedIssueEvent orders mitigatedBy before triggerFor.
+    if issue.problem:
+        mitigated = sub(event, "mitigatedBy", typeCode="MITGT")
+        management = sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="EVN")
+        sub(management, "code", code=issue.problem, codeSystem=XCPD_ISSUE_SYSTEM)
+    # One triggerFor per attribute asked for (3.55.4.2.2.6).
+    for code in issue.requested:
+        trigger = sub(event, "triggerFor", typeCode="TRIG")
+        order = sub(trigger, "actOrderRequired", classCode="ACT", moodCode="RQO")
+        sub(order, "code", code=code, codeSystem=XCPD_REQUESTED_SYSTEM)
 
 
 def build_response(
@@ -492,7 +551,8 @@ def build_response(
     total: int,
     remaining: int,
     details: list[AckDetail] | None = None,
-    reason_code: str = "",
+    issue: DetectedIssue | None = None,
+    xcpd: bool = False,
 ) -> etree._Element:
     """PRPA_IN201306UV02: acknowledgement, subjects, queryAck, echoed queryByParameter."""
     request_id = InstanceId.read(payload.find(q(HL7, "id")))
@@ -508,14 +568,15 @@ def build_response(
     sub(cap, "code", code="PRPA_TE201306UV02", codeSystem="2.16.840.1.113883.1.6")
     for s in subjects:
         cap.append(s)
-    if reason_code:
-        _reason_of(cap, reason_code)
+    if issue is not None:
+        _reason_of(cap, issue)
     ack = sub(cap, "queryAck")
     if query_id is not None:
         ii(ack, "queryId", query_id.root, query_id.extension)
     sub(ack, "statusCode", code="aborted" if outcome.ack != "AA" else "deliveredResponse")
     sub(ack, "queryResponseCode", code=outcome.query_response)
-    if outcome.ack == "AA":
+    # XCPD: the quantities "shall not be populated" (ITI TF-2b Table 3.55.4.2.2.3-1).
+    if outcome.ack == "AA" and not xcpd:
         sub(ack, "resultTotalQuantity", value=str(total))
         sub(ack, "resultCurrentQuantity", value=str(len(subjects)))
         sub(ack, "resultRemainingQuantity", value=str(remaining))
@@ -536,10 +597,28 @@ async def answer_query(gw: Gateway, ex: Exchange, *, xcpd: bool) -> Reply:
     query: PdqQuery | None = None
     try:
         query = parse_query(payload)
-        runner = _Query(gw, ex, query)
+        runner = _Query(gw, ex, query, xcpd=xcpd)
         matches = await runner.run()
+        issue: DetectedIssue | None = None
+        if xcpd and runner.too_many:
+            requested = runner.requested_attributes()
+            if not requested:
+                # Nothing left to ask for: Case 5 with AnswerNotAvailable (ITI TF-2b 3.55.4.2.3,
+                # 3.55.4.2.2.7), not NF, which the initiator may cache as "unknown here".
+                return _error_reply(
+                    gw,
+                    payload,
+                    query,
+                    Hl7Outcome("AE", "AE"),
+                    [],
+                    issue=DetectedIssue(problem=ANSWER_NOT_AVAILABLE),
+                    xcpd=True,
+                )
+            issue = DetectedIssue(requested=requested)
         subjects = [subject_element(m, xcpd, gw.settings.home_community_id) for m in matches]
-        first = subjects[: query.initial_quantity] if query.initial_quantity else subjects
+        # XCPD does not support initialQuantity; the responder ignores it (Table 3.55.4.1.2.2-1).
+        paged = query.initial_quantity if not xcpd else None
+        first = subjects[:paged] if paged else subjects
         rest = subjects[len(first) :]
         if rest:
             await gw.store.save_continuation(
@@ -551,7 +630,8 @@ async def answer_query(gw: Gateway, ex: Exchange, *, xcpd: bool) -> Reply:
                     "qbp": etree.tostring(query.qbp).decode(),
                 },
             )
-        outcome = Hl7Outcome("AA", "OK" if subjects else "NF")
+        # XCPD Case 3 (ITI TF-2b 3.55.4.2.3): more attributes requested is AA/OK, no subject.
+        outcome = Hl7Outcome("AA", "OK" if subjects or issue else "NF")
         return Reply(
             build_response(
                 gw,
@@ -562,7 +642,8 @@ async def answer_query(gw: Gateway, ex: Exchange, *, xcpd: bool) -> Reply:
                 qbp=query.qbp,
                 total=len(subjects),
                 remaining=len(rest),
-                reason_code=runner.reason_code if xcpd else "",
+                issue=issue,
+                xcpd=xcpd,
             ),
             outcome="success" if subjects else "not_found",
         )
@@ -583,6 +664,7 @@ async def answer_query(gw: Gateway, ex: Exchange, *, xcpd: bool) -> Reply:
                     qbp=query.qbp if query else None,
                     total=0,
                     remaining=0,
+                    xcpd=xcpd,
                 ),
                 outcome="not_found",
             )
@@ -605,6 +687,8 @@ def _error_reply(
     details: list[AckDetail],
     *,
     echo: bool = True,
+    issue: DetectedIssue | None = None,
+    xcpd: bool = False,
 ) -> Reply:
     qbp = payload.find(f"{q(HL7, 'controlActProcess')}/{q(HL7, 'queryByParameter')}")
     query_id = (
@@ -623,6 +707,8 @@ def _error_reply(
             total=0,
             remaining=0,
             details=details,
+            issue=issue,
+            xcpd=xcpd,
         ),
         outcome="failure",
     )

@@ -1,8 +1,12 @@
 """ITI-55 Cross Gateway Patient Discovery, responding gateway: the PDQ query with XCPD actions.
 
-XCPD specifics (ITI TF-2b 3.55.4.4): the custodian is our homeCommunityId with code
-NotHealthDataLocator, and "too many matches" comes back as NF plus a reasonOf/detectedIssueEvent
-telling the initiator which demographic to add.
+XCPD specifics (ITI TF-2b 3.55.4.2, implemented in iti47.answer_query with xcpd=True): the
+custodian is our homeCommunityId with code NotHealthDataLocator (3.55.4.2.2.4-5); "too many
+matches" is AA/OK with no subject and a reasonOf/detectedIssueEvent/triggerFor/actOrderRequired
+per demographic to add (Case 3, 3.55.4.2.2.6), or AE/AE with mitigatedBy AnswerNotAvailable when
+there is nothing left to ask for (Case 5, 3.55.4.2.2.7); a livingSubjectId in a domain we do not
+know (the initiating community's own id, 3.55.1) is left out rather than refused; the queryAck
+carries no quantities and initialQuantity is ignored.
 """
 
 from __future__ import annotations
