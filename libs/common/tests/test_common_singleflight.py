@@ -61,6 +61,33 @@ async def test_a_cancelled_caller_does_not_cancel_the_call() -> None:
     assert await second == ("v", True)
 
 
+async def test_the_call_is_cancelled_when_its_last_caller_has_gone() -> None:
+    flight: SingleFlight[str, str] = SingleFlight()
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    with pytest.raises(TimeoutError):
+        await flight.join("k", slow, 0.05)
+    await asyncio.wait_for(cancelled.wait(), 5)
+    assert started.is_set()
+    await asyncio.sleep(0)
+    assert len(flight) == 0
+
+    async def fresh() -> str:
+        return "fresh"
+
+    assert await flight.join("k", fresh, 5) == ("fresh", False)
+
+
 async def test_a_failure_reaches_every_caller_and_the_next_call_starts_afresh() -> None:
     flight: SingleFlight[str, str] = SingleFlight()
     attempts = 0
