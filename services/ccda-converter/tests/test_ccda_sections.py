@@ -302,7 +302,12 @@ def test_allergy_status_observation_from_clinical_status() -> None:
     for obs in section(root, "48765-2").xpath(
         "cda:entry/cda:act/cda:entryRelationship/cda:observation", namespaces=NS
     ):
-        substance = obs.xpath(".//cda:playingEntity/cda:code/@code", namespaces=NS)[0]
+        # The allergen code, or the allergy's own code kept as a value translation when it
+        # is not recognisably a substance (only 4.7's own value, not the nested status's).
+        substance = obs.xpath(
+            "cda:participant//cda:playingEntity/cda:code/@code | cda:value/cda:translation/@code",
+            namespaces=NS,
+        )[0]
         status = obs.xpath(
             "cda:entryRelationship[@typeCode='SUBJ'][@inversionInd='true']/cda:observation"
             "[cda:templateId[@root='2.16.840.1.113883.10.20.22.4.28'][@extension='2019-06-20']]",

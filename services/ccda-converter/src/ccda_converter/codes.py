@@ -230,6 +230,14 @@ def _concept(cc: dict[str, Any]) -> Concept:
             if c.display:
                 text = c.display
                 break
+    if not text:
+        # A coding from a system with no OID still names the concept for the reader: GP Connect
+        # CareConnect code systems (PrescriptionType-1 "Acute"/"Repeat", PrescribingAgency-1, ...)
+        # carry only a code and a display.
+        for _system, _code, display in unknown:
+            if display:
+                text = display
+                break
     return Concept(codes, unknown, text, null_flavor)
 
 
@@ -305,7 +313,8 @@ def all_codes(cc: Any) -> set[str]:
 
 
 def label(cc: Any) -> str:
-    """Human text for a CodeableConcept: text, else the first display, else the first code."""
+    """Human text for a CodeableConcept: text, else the first display (of any system), else the
+    first code."""
     c = concept(cc)
     if c.text:
         return c.text

@@ -8,7 +8,8 @@ custodian is the GP practice with its ODS code.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from lxml import etree
 
@@ -19,7 +20,6 @@ from ccda_converter.codes import (
     CONFIDENTIALITY,
     LOINC,
     NHS_NUMBER_OID,
-    concept,
     is_oid,
 )
 from ccda_converter.context import Context, first_name
@@ -27,6 +27,70 @@ from ccda_converter.dates import sort_key, to_ts
 from ccda_converter.ns import NSMAP, v3
 
 GENDER = {"male": ("M", "Male"), "female": ("F", "Female"), "other": ("UN", "Undifferentiated")}
+
+# CareConnect-HumanLanguage-1 (GP Connect), its UK Core successor and BCP 47 itself. The NHS codes
+# are ISO 639-1 two-letter codes (a few NHS-only codes such as "q1" are not language tags and
+# are left out): usable as is in languageCode, which wants an RFC 5646 tag (Language value set
+# 2.16.840.1.113883.1.11.11526, CONF:1198-5407).
+_LANGUAGE_SYSTEMS: Final = ("HumanLanguage-1", "UKCore-HumanLanguage", "urn:ietf:bcp:47")
+_LANGUAGE_TAG: Final = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+_COMMUNICATION_EXTENSIONS: Final = (
+    "Extension-CareConnect-GPC-NHSCommunication-1",
+    "Extension-CareConnect-NHSCommunication-1",
+    "Extension-UKCore-NHSCommunication",
+)
+# CareConnect-LanguageAbilityMode-1 / -Proficiency-1 use the HL7 v3 LanguageAbilityMode and
+# LanguageAbilityProficiency codes (the value sets of modeCode and proficiencyLevelCode).
+LANGUAGE_MODE: Final = "2.16.840.1.113883.5.60"
+LANGUAGE_PROFICIENCY: Final = "2.16.840.1.113883.5.61"
+_MODES: Final = {
+    "ESGN": "Expressed signed",
+    "ESP": "Expressed spoken",
+    "EWR": "Expressed written",
+    "RSGN": "Received signed",
+    "RSP": "Received spoken",
+    "RWR": "Received written",
+}
+_PROFICIENCIES: Final = {"E": "Excellent", "F": "Fair", "G": "Good", "P": "Poor"}
+
+# Patient.contact relationship -> header participant (US Realm Header CONF:1198-10003: typeCode
+# IND, associatedEntity/@classCode from INDRoleclassCodes 2.16.840.1.113883.11.20.9.33; an entity
+# playing several roles is recorded in several participants, as in HL7's C-CDA R2.1 CCD example).
+# GP Connect sends the role as text ("Next of kin", "Emergency contact") or HL7 v2 table 0131.
+ROLE_CODE: Final = "2.16.840.1.113883.5.111"
+_V2_CONTACT_ROLE: Final = {"N": "NOK", "C": "ECON"}
+_TEXT_CONTACT_ROLE: Final = {"next of kin": "NOK", "nok": "NOK", "emergency contact": "ECON"}
+# Personal relationship text -> HL7 RoleCode (value set Personal And Legal Relationship Role
+# Type 2.16.840.1.113883.11.20.12.1) for associatedEntity/code.
+_PERSONAL_ROLE: Final = {
+    "daughter": ("DAUC", "daughter"),
+    "son": ("SONC", "son"),
+    "child": ("CHILD", "child"),
+    "mother": ("MTH", "mother"),
+    "father": ("FTH", "father"),
+    "parent": ("PRN", "parent"),
+    "wife": ("WIFE", "wife"),
+    "husband": ("HUSB", "husband"),
+    "spouse": ("SPS", "spouse"),
+    "partner": ("DOMPART", "domestic partner"),
+    "sister": ("SIS", "sister"),
+    "brother": ("BRO", "brother"),
+    "sibling": ("SIB", "sibling"),
+    "grandmother": ("GRMTH", "grandmother"),
+    "grandfather": ("GRFTH", "grandfather"),
+    "granddaughter": ("GRNDDAU", "granddaughter"),
+    "grandson": ("GRNDSON", "grandson"),
+    "grandchild": ("GRNDCHILD", "grandchild"),
+    "aunt": ("AUNT", "aunt"),
+    "uncle": ("UNCLE", "uncle"),
+    "niece": ("NIECE", "niece"),
+    "nephew": ("NEPHEW", "nephew"),
+    "cousin": ("COUSN", "cousin"),
+    "friend": ("FRND", "unrelated friend"),
+    "neighbour": ("NBOR", "neighbor"),
+    "neighbor": ("NBOR", "neighbor"),
+    "guardian": ("GUARD", "guardian"),
+}
 
 
 def practice_of(ctx: Context, patient: Resource | None) -> Resource | None:
@@ -96,6 +160,8 @@ def build(
     _author(ctx, root, practice)
     _custodian(ctx, root, practice)
     _recipient(ctx, root)
+    if patient is not None:
+        _contacts(ctx, root, patient)
     _service_event(ctx, root, patient)
     return root
 
@@ -168,17 +234,148 @@ def _record_target(
     # UK records have no OMB race/ethnicity categories; CONF:1198-5322/5323 still require them.
     cda.fixed(pat, "raceCode", {"nullFlavor": "UNK"})
     cda.fixed(pat, "ethnicGroupCode", {"nullFlavor": "UNK"})
-    for ext in extensions(data, "Extension-CareConnect-GPC-NHSCommunication-1"):
-        language = concept(ext_value(sub_extension(ext, "language")))
-        codes = [c.code for c in language.codes]
-        if codes and codes[0].replace("-", "").isalpha():
-            comm = cda.sub(pat, "languageCommunication")
-            cda.sub(comm, "languageCode", {"code": codes[0]})
-            preferred = ext_value(sub_extension(ext, "preferred"))
-            if isinstance(preferred, bool):
-                cda.sub(comm, "preferenceInd", {"value": "true" if preferred else "false"})
+    _languages(pat, data)
     if practice is not None:
         _organization(ctx, role, "providerOrganization", practice)
+
+
+def _languages(pat: cda.Element, data: dict[str, Any]) -> None:
+    """languageCommunication (languageCode, modeCode, proficiencyLevelCode, preferenceInd) from
+    the NHSCommunication extension (GP Connect) and Patient.communication. interpreterRequired
+    has no place in CDA R2 languageCommunication."""
+    found: list[tuple[Any, Any, Any, Any]] = []
+    for url in _COMMUNICATION_EXTENSIONS:
+        for ext in extensions(data, url):
+            found.append(
+                (
+                    ext_value(sub_extension(ext, "language")),
+                    ext_value(sub_extension(ext, "modeOfCommunication")),
+                    ext_value(sub_extension(ext, "communicationProficiency")),
+                    ext_value(sub_extension(ext, "preferred")),
+                )
+            )
+    for comm in as_list(data.get("communication")):
+        if isinstance(comm, dict):
+            found.append((comm.get("language"), None, None, comm.get("preferred")))
+    seen: set[str] = set()
+    for language, mode, proficiency, preferred in found:
+        tag = _language_tag(language)
+        if not tag or tag in seen:
+            continue
+        seen.add(tag)
+        comm_el = cda.sub(pat, "languageCommunication")
+        cda.sub(comm_el, "languageCode", {"code": tag})
+        mode_code = _coding_in(mode, _MODES)
+        if mode_code:
+            cda.code(
+                comm_el,
+                mode_code,
+                LANGUAGE_MODE,
+                _MODES[mode_code],
+                "LanguageAbilityMode",
+                local="modeCode",
+            )
+        level = _coding_in(proficiency, _PROFICIENCIES)
+        if level:
+            cda.code(
+                comm_el,
+                level,
+                LANGUAGE_PROFICIENCY,
+                _PROFICIENCIES[level],
+                "LanguageAbilityProficiency",
+                local="proficiencyLevelCode",
+            )
+        if isinstance(preferred, bool):
+            cda.sub(comm_el, "preferenceInd", {"value": "true" if preferred else "false"})
+
+
+def _codings(cc: Any) -> list[tuple[str, str, str]]:
+    """(system, code, display) of each coding of a CodeableConcept."""
+    out: list[tuple[str, str, str]] = []
+    if isinstance(cc, dict):
+        for coding in as_list(cc.get("coding")):
+            if isinstance(coding, dict):
+                out.append(
+                    (
+                        text_of(coding.get("system")),
+                        text_of(coding.get("code")),
+                        text_of(coding.get("display")),
+                    )
+                )
+    return out
+
+
+def _language_tag(cc: Any) -> str:
+    """An RFC 5646 language tag from a language CodeableConcept, or ''."""
+    for system, code, _display in _codings(cc):
+        if system.endswith(_LANGUAGE_SYSTEMS) and _LANGUAGE_TAG.match(code):
+            primary, _, rest = code.partition("-")
+            return primary.lower() + ("-" + rest if rest else "")
+    return ""
+
+
+def _coding_in(cc: Any, allowed: dict[str, str]) -> str:
+    """The first code of a CodeableConcept that is a key of ``allowed``, or ''."""
+    for _system, code, _display in _codings(cc):
+        if code in allowed:
+            return code
+    return ""
+
+
+def _contacts(ctx: Context, root: cda.Element, patient: Resource) -> None:
+    """Patient.contact (next of kin, emergency contact, other personal relationships) as header
+    participants: one per role (NOK, ECON; PRS for a contact with neither), with the
+    relationship as associatedEntity/code, address, telecom and the person (or organisation)."""
+    for contact in as_list(patient.data.get("contact")):
+        if not isinstance(contact, dict):
+            continue
+        roles: list[str] = []
+        personal: tuple[str, str] | None = None
+        texts: list[str] = []
+        for rel in as_list(contact.get("relationship")):
+            if not isinstance(rel, dict):
+                continue
+            words = [text_of(rel.get("text"))]
+            for system, code, display in _codings(rel):
+                words.append(display)
+                if system.endswith(("v2-0131", "v2/0131")) and code in _V2_CONTACT_ROLE:
+                    roles.append(_V2_CONTACT_ROLE[code])
+            for word in words:
+                key = word.lower()
+                if key in _TEXT_CONTACT_ROLE:
+                    roles.append(_TEXT_CONTACT_ROLE[key])
+                elif key in _PERSONAL_ROLE and personal is None:
+                    personal = _PERSONAL_ROLE[key]
+                elif word:
+                    texts.append(word)
+        name = contact.get("name")
+        org = ctx.idx.resolve(contact.get("organization"), patient)
+        if org is not None and org.rtype != "Organization":
+            org = None
+        if not isinstance(name, dict) and org is None and not contact.get("telecom"):
+            continue
+        for role in list(dict.fromkeys(roles)) or ["PRS"]:
+            participant = cda.fixed(root, "participant", {"typeCode": "IND"})
+            entity = cda.sub(participant, "associatedEntity", {"classCode": role})
+            if personal is not None:
+                cda.code(entity, personal[0], ROLE_CODE, personal[1], "HL7 RoleCode")
+            elif texts:
+                code_el = cda.fixed(entity, "code", {"nullFlavor": "OTH"})
+                cda.text_el(code_el, "originalText", ", ".join(dict.fromkeys(texts)))
+            address = contact.get("address")
+            if isinstance(address, dict):
+                ctx.address(entity, address)
+            ctx.telecoms(entity, contact, required=False)
+            # CONF:1198-10006: associatedPerson and/or scopingOrganization.
+            if isinstance(name, dict) or org is None:
+                person = cda.sub(entity, "associatedPerson")
+                ctx.person_name(person, name if isinstance(name, dict) else None)
+            if org is not None:
+                scoping = cda.sub(entity, "scopingOrganization")
+                ctx.identifiers(scoping, org.data, org.key)
+                org_name = text_of(org.data.get("name"))
+                if org_name:
+                    cda.text_el(scoping, "name", org_name)
 
 
 def _author(ctx: Context, root: cda.Element, practice: Resource | None) -> None:

@@ -5,6 +5,12 @@ AllergyIntolerance from the "Allergies and adverse reactions" List and the "Ende
 Observation 4.7; reactions 4.9 with severity 4.8; criticality 4.145. A coded "no known allergy"
 stays an assertion (negationInd, ConceptMap-FC-NoKnownAllergies), as does a List whose
 emptyReason is nil-known; "no content recorded" is not.
+
+The playingEntity code is the allergen (Substance-Reactant for Intolerance, CONF:1098-7421), but
+GP systems usually code the allergy itself ("Allergy to seafood", "Peanut-induced anaphylaxis",
+the generic "Transfer-degraded drug allergy" with the allergen only in the text). Only a code that
+is recognisably a substance or product goes there; otherwise the allergen is the narrative text
+(nullFlavor OTH) and the allergy's own code is kept as a translation of the observation value.
 """
 
 from __future__ import annotations
@@ -22,7 +28,18 @@ from ccda_converter.bundle import (
     sub_extension,
     text_of,
 )
-from ccda_converter.codes import ACT_CLASS, ACT_CODE, LOINC, OBS_VALUE, SNOMED, Concept, concept
+from ccda_converter.codes import (
+    ACT_CLASS,
+    ACT_CODE,
+    CODE_SYSTEMS,
+    DMD_NAME,
+    LOINC,
+    OBS_VALUE,
+    SNOMED,
+    Code,
+    Concept,
+    concept,
+)
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
 from ccda_converter.lists import ENDED_ALLERGIES, empty_reason_code, list_code
@@ -84,6 +101,28 @@ CRITICALITY: Final = {
     "low": ("CRITL", "Low criticality"),
     "unable-to-assess": ("CRITU", "Unable to assess criticality"),
 }
+# Drug dictionaries: any of their codes names a medicinal product, and so does a SNOMED coding
+# sent beside one (GP systems send e.g. a Gemscript code and its dm+d equivalent together).
+DRUG_DICTIONARIES: Final = frozenset(
+    CODE_SYSTEMS[uri][0]
+    for uri in (
+        "https://fhir.hl7.org.uk/Id/emis-drug-codes",
+        "https://fhir.hl7.org.uk/Id/multilex-drug-codes",
+        "https://fhir.hl7.org.uk/Id/resipuk-gemscript-drug-codes",
+    )
+)
+# SNOMED CT semantic tags of the substance and product hierarchies, when a display is a fully
+# specified name ("Sesame oil (substance)"). Without a terminology server these tags, the dm+d
+# namespace and the drug dictionaries are the only reliable signs of a substance: a disorder such
+# as "Allergy to peanut" must not be sent as the allergen.
+REACTANT_TAGS: Final = (
+    "(substance)",
+    "(product)",
+    "(medicinal product)",
+    "(medicinal product form)",
+    "(clinical drug)",
+    "(real clinical drug)",
+)
 HEADERS: Final = (
     "Substance",
     "Type",
@@ -161,7 +200,10 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
             concept(m).text for m in as_list(r.get("manifestation")) if concept(m).text
         )
         sev = text_of(r.get("severity"))
-        reaction_text.append(manifest + (f" ({sev})" if sev else ""))
+        agent = concept(r.get("substance")).text
+        reaction_text.append(
+            manifest + (f" ({sev})" if sev else "") + (f"; substance: {agent}" if agent else "")
+        )
     criticality = text_of(data.get("criticality"))
     note_texts = notes(data)
     if end_reason:
@@ -189,7 +231,7 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
 
     low = asserted or onset
     recorder = data.get("recorder") or data.get("asserter")
-    _entry, act, obs, entity, participant = section.stamp(
+    _entry, act, obs, value_el, entity, participant = section.stamp(
         _allergy_template(
             bool(low), bool(ended), resolved, bool(onset), nka is not None, status is not None
         ),
@@ -211,7 +253,7 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
     ctx.author(act, recorder, asserted, res, before=act[-1])
     ctx.author(obs, recorder, asserted, res, before=participant)
     if not nka:
-        cda.cd(entity, "code", substance, ref=row.name_id)
+        _reactant(ctx, substance, reactions, value_el, entity, row.name_id)
     for i, r in enumerate(reactions):
         _reaction(ctx, obs, res, r, i, row.id)
     if criticality in CRITICALITY:
@@ -220,6 +262,76 @@ def _allergy(ctx: Context, section: Section, table: Table, res: Resource) -> Non
     if note_texts:
         comment(obs, ctx, row, 8)
     ctx.mapped(res)
+
+
+# playingEntity/code when no coding is the allergen: nullFlavor OTH and the narrative text.
+_NO_CODE: Final = Concept([], [], "", None)
+
+
+def _is_reactant(ctx: Context, code: Code, dictionary: bool) -> bool:
+    """True when a coding names a substance or a medicinal product (conservative: see
+    DRUG_DICTIONARIES and REACTANT_TAGS; a code the dm+d enrichment knows is a dm+d concept)."""
+    if code.system_name == DMD_NAME or code.oid in DRUG_DICTIONARIES:
+        return True
+    if code.oid != SNOMED:
+        return False
+    return (
+        dictionary or code.code in ctx.options.dmd or code.display.lower().endswith(REACTANT_TAGS)
+    )
+
+
+def _reactant(
+    ctx: Context,
+    substance: Concept,
+    reactions: list[dict[str, object]],
+    value: cda.Element,
+    entity: cda.Element,
+    name_ref: str,
+) -> None:
+    """playingEntity/code (CONF:1098-7421, Substance-Reactant for Intolerance): the codings of
+    AllergyIntolerance.code that name a substance or product; else the first
+    reaction.substance; else nullFlavor OTH with the allergen's narrative text. The allergy
+    codings that are not the allergen become translations of the observation value (the
+    Allergy and Intolerance Type: CD allows translations, CONF:1098-7390 constrains @code)."""
+    dictionary = any(c.oid in DRUG_DICTIONARIES for c in substance.codes)
+    reactant = [c for c in substance.codes if _is_reactant(ctx, c, dictionary)]
+    if reactant:
+        rest = [c for c in substance.codes if c not in reactant]
+        if rest:
+            substance = Concept(reactant, substance.unknown, substance.text, None)
+        cda.cd(entity, "code", substance, ref=name_ref)
+        _translations(value, rest, [])
+        return
+    agent = next(
+        (
+            c
+            for c in (concept(r.get("substance")) for r in reactions)
+            if c.codes or c.unknown or c.text
+        ),
+        None,
+    )
+    if agent is not None:
+        # reaction.substance is the agent by definition (STU3); its own text is its originalText.
+        cda.cd(entity, "code", agent)
+    else:
+        cda.cd(entity, "code", _NO_CODE, ref=name_ref, force_null="OTH")
+    _translations(value, substance.codes, substance.unknown)
+
+
+def _translations(
+    parent: cda.Element, codes: list[Code], unknown: list[tuple[str, str, str]]
+) -> None:
+    """<translation>s after the value's originalText (CD content order), written as cda.cd
+    writes them."""
+    for c in codes:
+        attrib = {"code": c.code, "codeSystem": c.oid, "codeSystemName": c.system_name}
+        if c.display:
+            attrib["displayName"] = c.display
+        cda.fixed(parent, "translation", attrib)
+    for system, code_value, display in unknown:
+        # No OID for this system: never an empty @codeSystem; keep the coding readable instead.
+        tr = cda.sub(parent, "translation", {"nullFlavor": "OTH"})
+        cda.text_el(tr, "originalText", f"{display or code_value} [{code_value}] ({system})")
 
 
 def _reaction(
@@ -249,12 +361,14 @@ def _allergy_template(
     low: bool, high: bool, resolved: bool, onset: bool, nka: bool, status: bool
 ) -> Template:
     """Allergy Concern Act (4.30) wrapping an Allergy - Intolerance Observation (4.7). Authors go
-    before the act's last child and before the observation's participant; the substance code
-    into playingEntity (when not NKA). CONF:1198-7504/10085: an active concern needs low; a
-    completed one needs high. CONF:1098-31538: exactly one low (UNK when the onset is not
-    recorded). ``status``: an Allergy Status Observation (4.28) for the FHIR clinicalStatus
-    (CONF:1098-31143/31144/31145/31146: entryRelationship SUBJ, inversionInd true)."""
+    before the act's last child and before the observation's participant; the allergen code
+    into playingEntity and translations into the value (when not NKA, see ``_reactant``).
+    CONF:1198-7504/10085: an active concern needs low; a completed one needs high.
+    CONF:1098-31538: exactly one low (UNK when the onset is not recorded). ``status``: an
+    Allergy Status Observation (4.28) for the FHIR clinicalStatus (CONF:1098-31143/31144/31145/
+    31146: entryRelationship SUBJ, inversionInd true)."""
     value = cda.p_code("$value", SNOMED, "$value_name", "SNOMED CT", local="value", xsi_type="CD")
+    value.set("tpl-as", "value")
     entity = E.playingEntity({"classCode": "MMAT", "tpl-as": "entity"})
     if nka:
         value.append(E.originalText(E.reference(value="$name_ref")))
@@ -291,7 +405,7 @@ def _allergy_template(
                 ),
             ),
         ),
-        handles=("act", "obs", "entity", "participant"),
+        handles=("act", "obs", "value", "entity", "participant"),
     )
 
 

@@ -5,6 +5,12 @@ negationInd from notGiven. The vaccine slot wants CVX (CONF:1098-9007): without 
 SNOMED->CVX map, @nullFlavor="OTH" with the SNOMED vaccine product and the VaccinationProcedure
 extension code as translations (ccda-requirements section 5). Every Immunization is converted,
 also those the Immunisations List does not reference (seen in real data).
+
+The Immunisations List also holds consent and dissent Observations (GP Connect includeStatus,
+e.g. "No consent for any immunization"): they are coded under Results (uncategorised data) and
+listed here in the narrative. They are not Immunization Activities, so a section with only them
+keeps nullFlavor NI (CONF:1198-9019: nullFlavor, or at least one Immunization Activity and then
+no nullFlavor) but no longer says that nothing is known.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from ccda_converter.bundle import Resource, as_list, ext_value, extension, notes
 from ccda_converter.codes import Concept, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
+from ccda_converter.lists import section_for_list
 from ccda_converter.sections.base import Section, SectionSpec, Table
 from ccda_converter.sections.common import INDICATION, comment
+from ccda_converter.sections.observations import effective_text, value_text
 from ccda_converter.template import E, Template
 
 SPEC = SectionSpec(
@@ -42,6 +50,9 @@ HEADERS: Final = (
     "Reason",
     "Notes",
 )
+OTHER_HEADERS: Final = ("Item", "Date", "Value", "Notes")
+# Date elements of the resource types a List may hold, in order of preference.
+DATE_KEYS: Final = ("date", "assertedDate", "onsetDateTime", "authoredOn", "issued")
 
 
 def build(ctx: Context) -> cda.Element:
@@ -55,7 +66,42 @@ def build(ctx: Context) -> cda.Element:
             ctx.warn(f"{res.key}: immunization not converted ({type(exc).__name__})")
             table.row([f"Immunization record that could not be converted: {res.key}"])
             ctx.narrative(res)
+    _list_items(ctx, section)
     return section.finish("No information about immunizations is available.")
+
+
+def _list_items(ctx: Context, section: Section) -> None:
+    """Every item of the Immunisations List(s) that is not an Immunization (consent and dissent
+    Observations), as narrative rows: its text, date, value and comment."""
+    table = section.table("Other items in the Immunisations list", OTHER_HEADERS)
+    seen: set[int] = set()
+    for lst in ctx.idx.of_type("List"):
+        if section_for_list(lst) != SPEC.key:
+            continue
+        for entry in as_list(lst.data.get("entry")):
+            item = ctx.idx.resolve(entry.get("item") if isinstance(entry, dict) else None, lst)
+            if item is None or item.rtype == "Immunization" or id(item) in seen:
+                continue
+            seen.add(id(item))
+            try:
+                _list_item(ctx, table, item)
+            except Exception as exc:  # noqa: BLE001 - one odd item must never drop the others
+                ctx.warn(f"{item.key}: immunisations list item not shown ({type(exc).__name__})")
+                table.row([f"Immunisations list item that could not be shown: {item.key}"])
+
+
+def _list_item(ctx: Context, table: Table, item: Resource) -> None:
+    data = item.data
+    label = concept(data.get("code")).text or text_of(data.get("title")) or item.rtype
+    if item.rtype == "Observation":
+        date = effective_text(data)
+        value = value_text(data)
+    else:
+        date = display_date(next((data[k] for k in DATE_KEYS if data.get(k)), None))
+        value = ""
+    comments = [c for c in (text_of(data.get("comment")), *notes(data)) if c]
+    table.row([label, date, value, comments])
+    ctx.narrative(item)
 
 
 def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -> None:
@@ -125,11 +171,18 @@ def _immunization(ctx: Context, section: Section, table: Table, res: Resource) -
     dose = data.get("doseQuantity")
     if isinstance(dose, dict) and cda.number(dose.get("value")) is not None:
         consumable.addprevious(cda.pq(sbadm, "doseQuantity", dose, xsi_type=None))
-    merged = Concept(
-        [*vaccine.codes, *procedure.codes],
-        [*vaccine.unknown, *procedure.unknown],
-        vaccine.text,
-        None,
+    # With notGiven the VaccinationProcedure is the situation "vaccination not done" (GP Connect
+    # Immunization guidance, extension[vaccinationProcedure]): as a translation of the vaccine in
+    # a negated act it would state the negation twice. The vaccine then stays vaccineCode only.
+    merged = (
+        vaccine
+        if not_given
+        else Concept(
+            [*vaccine.codes, *procedure.codes],
+            [*vaccine.unknown, *procedure.unknown],
+            vaccine.text,
+            None,
+        )
     )
     cda.cd(
         material,

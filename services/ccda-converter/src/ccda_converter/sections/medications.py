@@ -34,6 +34,7 @@ from ccda_converter.codes import (
     Concept,
     concept,
     first_snomed,
+    label,
 )
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date
@@ -200,6 +201,15 @@ def _repeat_info(plan: Resource | None) -> tuple[str, str]:
     return (str(allowed) if allowed is not None else "", str(issued) if issued is not None else "")
 
 
+def _expiry(plan: Resource | None) -> str:
+    """The authorisation's expiry date (CareConnect-GPC-MedicationRepeatInformation-1
+    authorisationExpiryDate: the date the repeat authorisation ends), or ''."""
+    if plan is None:
+        return ""
+    ext = extension(plan.data, "Extension-CareConnect-GPC-MedicationRepeatInformation-1")
+    return text_of(ext_value(sub_extension(ext, "authorisationExpiryDate")))
+
+
 def _quantity(req: Resource) -> dict[str, Any] | None:
     dispense = req.data.get("dispenseRequest")
     if not isinstance(dispense, dict):
@@ -207,25 +217,48 @@ def _quantity(req: Resource) -> dict[str, Any] | None:
     qty = dispense.get("quantity")
     if not isinstance(qty, dict):
         return None
+    text = text_of(ext_value(extension(qty, "Extension-CareConnect-GPC-MedicationQuantityText-1")))
     if qty.get("value") is None:
-        text = text_of(
-            ext_value(extension(qty, "Extension-CareConnect-GPC-MedicationQuantityText-1"))
-        )
         if text:
             first = text.split()[0]
             return {"value": first, "unit": " ".join(text.split()[1:]) or qty.get("unit")}
+    elif text and not text_of(qty.get("unit")) and not text_of(qty.get("code")):
+        # A value whose unit is only in the quantity text (7 + "tablet", 250 + "ml",
+        # 28 + "28 tablets"): that is the unit (UCUM when it is one, else a countable dose form
+        # written without @unit).
+        words = text.split()
+        leading = cda.number(words[0])
+        value = cda.number(qty.get("value"))
+        if leading is None:
+            return {**qty, "unit": text}
+        if value is not None and len(words) > 1 and float(leading) == float(value):
+            return {**qty, "unit": " ".join(words[1:])}
     return qty
 
 
 def _quantity_text(qty: dict[str, Any] | None) -> str:
+    """The quantity for the reader. MedicationQuantityText is often only the unit ("tablet"
+    beside a value of 28): the number goes in front unless the text already starts with it."""
     if not qty:
         return ""
     text = text_of(ext_value(extension(qty, "Extension-CareConnect-GPC-MedicationQuantityText-1")))
-    return text or cda.quantity_text(qty)
+    if not text:
+        return cda.quantity_text(qty)
+    value = cda.number(qty.get("value"))
+    if value is None:
+        return text
+    first = cda.number(text.split()[0])
+    if first is None:
+        return f"{value} {text}"
+    if float(first) == float(value):
+        return text
+    return f"{value} ({text})"
 
 
 def _coded_text(value: Any) -> str:
-    return concept(value).text
+    # CareConnect codings (PrescriptionType-1, PrescribingAgency-1, ...) have no CDA OID: their
+    # display (or code) is the text.
+    return label(value)
 
 
 def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None:
@@ -244,7 +277,9 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
         dispense = obj(data.get("dispenseRequest"))
         validity = obj(dispense.get("validityPeriod"))
         start = validity.get("start") or data.get("authoredOn")
-        end = validity.get("end")
+        # The authorisation itself (no statement): it ends when it was stopped, else when it
+        # expires (authorisationExpiryDate).
+        end = validity.get("end") or _expiry(plan) or None
         last_issue = data.get("authoredOn") if text_of(data.get("intent")) == "order" else None
     if not last_issue and item.orders:
         issue_dates = [text_of(o.data.get("authoredOn")) for o in item.orders]
@@ -294,9 +329,13 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
     ]
     if strength:
         dose_cell.append(f"Strength: {strength}")
-    repeats = ""
+    # The authorisation (plan): its type, repeats and expiry; the plan's supply order refers here.
+    expiry = _expiry(plan)
+    authorisation = [rx_type]
     if allowed or issued:
-        repeats = f"{issued or '?'} of {allowed or '?'} issued"
+        authorisation.append(f"{issued or '?'} of {allowed or '?'} issued")
+    if expiry:
+        authorisation.append(f"authorised until {display_date(expiry)}")
     note_texts = []
     for source in (main, *item.plans, *item.orders):
         note_texts.extend(notes(source.data))
@@ -315,7 +354,7 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
             name,
             dose_cell,
             _quantity_text(qty),
-            repeats,
+            authorisation if any(authorisation) else "",
             display_date(start),
             display_date(end),
             display_date(last_issue),
@@ -366,9 +405,14 @@ def _activity(ctx: Context, section: Section, table: Table, item: _Item) -> None
     _material(material, med_concept, row.name_id, dmd_info)
     recorder = (plan.data.get("recorder") if plan is not None else None) or data.get("recorder")
     ctx.author(sbadm, recorder, ctx.ts(data.get("dateAsserted") or data.get("authoredOn")), main)
-    for req in [*item.plans, *[o for o in item.orders if o not in item.plans]]:
-        _supply(ctx, sbadm, req)
+    plan_ref = "#" + row.cell_id(3) if any(authorisation) else None
+    for req in item.plans:
+        _supply(ctx, sbadm, req, plan_ref)
         ctx.mapped(req)
+    for req in item.orders:
+        if req not in item.plans:
+            _supply(ctx, sbadm, req, None)
+            ctx.mapped(req)
     if sig_lines:
         _SIG.stamp(sbadm, {"ref": "#" + row.cell_id(1)})
     if patient_instructions:
@@ -485,12 +529,15 @@ def _pivl(dosages: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def _supply(ctx: Context, sbadm: cda.Element, req: Resource) -> None:
+def _supply(ctx: Context, sbadm: cda.Element, req: Resource, ref: str | None) -> None:
+    """Medication Supply Order (4.17); ``ref``: its narrative (the authorisation cell of a plan).
+    A plan's authorisation runs until it was stopped (validityPeriod.end), else until it
+    expires (authorisationExpiryDate)."""
     data = req.data
     dispense = obj(data.get("dispenseRequest"))
     validity = obj(dispense.get("validityPeriod"))
     low = ctx.ts(validity.get("start")) or ctx.ts(data.get("authoredOn"))
-    high = ctx.ts(validity.get("end"))
+    high = ctx.ts(validity.get("end")) or ctx.ts(_expiry(req))
     allowed, _issued = _repeat_info(req)
     qty = _quantity(req)
     qty_value: str | None = None
@@ -498,10 +545,13 @@ def _supply(ctx: Context, sbadm: cda.Element, req: Resource) -> None:
     if qty is not None and cda.number(qty.get("value")) is not None:
         qty_value, qty_unit, _none = cda.pq_parts(qty, countable_ok=True)
     repeats = allowed.isdigit()
-    _rel, supply = _supply_template(bool(low), bool(high), repeats, qty_value is not None).stamp(
+    _rel, supply = _supply_template(
+        bool(low), bool(high), repeats, qty_value is not None, ref is not None
+    ).stamp(
         sbadm,
         {
             "id": ctx.entry_uid(req),
+            "ref": ref,
             "status": STATUS.get(text_of(data.get("status")), "completed"),
             "low": low,
             "high": high,
@@ -516,8 +566,9 @@ def _supply(ctx: Context, sbadm: cda.Element, req: Resource) -> None:
 
 
 @functools.cache
-def _supply_template(low: bool, high: bool, repeats: bool, quantity: bool) -> Template:
-    """Medication Supply Order (4.17) for the authorisation (plan) or one issue (order)."""
+def _supply_template(low: bool, high: bool, repeats: bool, quantity: bool, text: bool) -> Template:
+    """Medication Supply Order (4.17) for the authorisation (plan) or one issue (order);
+    ``text``: a reference to its narrative."""
     return Template(
         E.entryRelationship(
             {"typeCode": "REFR"},
@@ -525,6 +576,7 @@ def _supply_template(low: bool, high: bool, repeats: bool, quantity: bool) -> Te
                 {"classCode": "SPLY", "moodCode": "INT", "tpl-as": "supply"},
                 *cda.p_templates("2.16.840.1.113883.10.20.22.4.17", "2014-06-09"),
                 E.id(root="$id"),
+                *([cda.p_text_ref()] if text else []),
                 E.statusCode(code="$status"),
                 cda.p_ivl(low, high, xsi_type=True),
                 *([E.repeatNumber(value="$repeats")] if repeats else []),

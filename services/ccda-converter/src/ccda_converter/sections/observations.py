@@ -128,14 +128,26 @@ def interpretation(obs: cda.Element, data: dict[str, Any]) -> str:
 
 
 def range_labels(data: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
-    """(referenceRange, its text, its narrative label) for each range worth showing."""
+    """(referenceRange, its text, its narrative label) for each range worth showing.
+
+    A bound without a unit of its own is in the unit of the observation's value: GP Connect
+    pathology sends "low 200, high 800" beside a value of 1000 ng/L (FHIR STU3
+    Observation.referenceRange: the range applies to the value). Such bounds are returned with
+    the value's unit, so the narrative and the IVL_PQ carry it (not "1", the unit of a pure
+    number)."""
     out: list[tuple[dict[str, Any], str, str]] = []
     raw = data.get("referenceRange")
     if raw is None:
         return out
+    unit: dict[str, Any] | None = None
     for rr in as_list(raw):
         if not isinstance(rr, dict):
             continue
+        if _unitless_bound(rr):
+            if unit is None:
+                unit = _value_unit(data)
+            if unit:
+                rr = {**rr, **{b: {**rr[b], **unit} for b in _BOUNDS if _unitless(rr.get(b))}}
         text = text_of(rr.get("text"))
         label = text or " - ".join(
             x for x in (cda.quantity_text(rr.get("low")), cda.quantity_text(rr.get("high"))) if x
@@ -143,6 +155,37 @@ def range_labels(data: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
         if label:
             out.append((rr, text, label))
     return out
+
+
+_BOUNDS: Final = ("low", "high")
+_UNIT_KEYS: Final = ("unit", "system", "code")
+
+
+def _unitless(q: Any) -> bool:
+    """A Quantity with a value but neither a unit nor a unit code."""
+    return (
+        isinstance(q, dict)
+        and q.get("value") is not None
+        and not text_of(q.get("unit"))
+        and not text_of(q.get("code"))
+    )
+
+
+def _unitless_bound(rr: dict[str, Any]) -> bool:
+    return _unitless(rr.get("low")) or _unitless(rr.get("high"))
+
+
+def _value_unit(data: dict[str, Any]) -> dict[str, Any]:
+    """The unit fields (unit, system, code) of the observation's value: valueQuantity, else a
+    bound of valueRange; {} when the value has no unit."""
+    candidates = [data.get("valueQuantity")]
+    value_range = data.get("valueRange")
+    if isinstance(value_range, dict):
+        candidates += [value_range.get("low"), value_range.get("high")]
+    for q in candidates:
+        if isinstance(q, dict) and (text_of(q.get("unit")) or text_of(q.get("code"))):
+            return {k: q[k] for k in _UNIT_KEYS if k in q}
+    return {}
 
 
 def reference_ranges(obs: cda.Element, ranges: list[tuple[dict[str, Any], str, str]]) -> None:

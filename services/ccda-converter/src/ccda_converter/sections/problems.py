@@ -241,7 +241,16 @@ def _problem_template(
                         p_problem_type(),
                         cda.p_text_ref(),
                         E.statusCode(code="completed"),
-                        cda.p_ivl(onset, abatement, low_slot="onset", high_slot="abatement"),
+                        # C-CDA R2.1 Problem Observation (V3) effectiveTime: a problem known to
+                        # be resolved SHALL have high, nullFlavor UNK when the date of
+                        # resolution is not known (as the concern act above).
+                        cda.p_ivl(
+                            onset,
+                            abatement,
+                            low_slot="onset",
+                            high_slot="abatement",
+                            high_null=None if active else "UNK",
+                        ),
                     ),
                 ),
             ),
