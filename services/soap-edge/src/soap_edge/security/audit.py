@@ -51,7 +51,7 @@ from lxml import etree
 from prometheus_client import Counter, Gauge
 
 from soap_edge.redisbatch import AutoPipeline
-from soap_edge.security.xua import XuaIdentity
+from soap_edge.security.xua import Coded, XuaIdentity
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,16 @@ def _coded(parent: etree._Element, tag: str, code: Code) -> etree._Element:
     return el
 
 
+def _asserted_code(coded: Coded) -> Code:
+    """An XUA-asserted code (role, purpose of use) as an audit code; the system falls back to
+    its name, the text to the code (DICOM PS3.15 A.5: csd-code, codeSystemName, originalText)."""
+    return Code(
+        _token(coded.code),
+        _token(coded.code_system or coded.code_system_name or "unknown"),
+        _token(coded.display_name or coded.code),
+    )
+
+
 def _b64(value: str) -> str:
     return base64.b64encode(value.encode("utf-8")).decode("ascii")
 
@@ -216,15 +226,7 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
     if human is not None:
         for purpose in human.purposes_of_use:
             # ITI TF-2 3.20.7.8 (XUA++): the asserted purpose of use.
-            _coded(
-                ident,
-                "PurposeOfUse",
-                Code(
-                    _token(purpose.code),
-                    _token(purpose.code_system or purpose.code_system_name or "unknown"),
-                    _token(purpose.display_name or purpose.code),
-                ),
-            )
+            _coded(ident, "PurposeOfUse", _asserted_code(purpose))
 
     # Who is Source and who Destination follows the data, not the request.
     if event.event_id == _EXPORT:
@@ -331,16 +333,7 @@ def _human_requestor(parent: etree._Element, human: XuaIdentity | None) -> None:
     person.set("UserName", f"{human.subject_id}<{human.name_id}@{human.issuer}>")
     person.set("UserIsRequestor", "true")
     if human.role is not None:
-        role = human.role
-        _coded(
-            person,
-            "RoleIDCode",
-            Code(
-                _token(role.code),
-                _token(role.code_system or role.code_system_name or "unknown"),
-                _token(role.display_name or role.code),
-            ),
-        )
+        _coded(person, "RoleIDCode", _asserted_code(human.role))
 
 
 def _xs_datetime(value: datetime) -> str:
