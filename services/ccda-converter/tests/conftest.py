@@ -16,6 +16,9 @@ from xcagw_common.testing import real_bundle_paths, shared_dir
 
 REPO = Path(__file__).resolve().parents[3]
 
+# Test modules import ccda_testkit by name; --import-mode=importlib does not add this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def require_shared() -> Path:
     base = shared_dir()

@@ -11,20 +11,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ccda_testkit import (
+    NS,
+    SCT,
+    WHEN,
+    cc,
+    ccd,
+    collection,
+    listing,
+    observation,
+    patient,
+    section,
+)
 from lxml import etree
 
 from ccda_converter.convert import ConvertOptions, convert_bundle
-from ccda_converter.ns import XPATH_NS
 
-NS = XPATH_NS
-WHEN = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-SCT = "http://snomed.info/sct"
 SD = "https://fhir.nhs.uk/STU3/StructureDefinition/"
 VACCINATION_PROCEDURE = (
     "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-VaccinationProcedure-1"
@@ -34,49 +41,13 @@ IMMUNIZATIONS = "11369-6"
 PROBLEMS = "11450-4"
 
 
-def cc(code: str, display: str, system: str = SCT, text: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"coding": [{"system": system, "code": code, "display": display}]}
-    if text is not None:
-        out["text"] = text
-    return out
-
-
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    patient = {
-        "resourceType": "Patient",
-        "id": "p1",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}],
-        "name": [{"family": "SMITH", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1980-02-03",
-    }
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in (patient, *resources)],
-    }
-
-
-def listing(code: str, title: str, refs: list[str]) -> dict[str, Any]:
-    return {
-        "resourceType": "List",
-        "status": "current",
-        "mode": "snapshot",
-        "title": title,
-        "code": cc(code, title),
-        "entry": [{"item": {"reference": r}} for r in refs],
-    }
+    """Jane SMITH (no practice) and ``resources``."""
+    return collection(patient(name_use=None, practice=None), *resources)
 
 
 def convert(data: dict[str, Any]) -> tuple[etree._Element, Any]:
-    result = convert_bundle(data, options=ConvertOptions(effective_time=WHEN))
-    return etree.fromstring(result.ccd_xml), result
-
-
-def section(root: etree._Element, loinc: str) -> etree._Element:
-    found = root.xpath(f"//cda:section[cda:code/@code='{loinc}']", namespaces=NS)
-    assert len(found) == 1
-    return found[0]
+    return ccd(data)
 
 
 def referenced_text(root: etree._Element, ref: str) -> str:
@@ -314,15 +285,13 @@ def test_list_items_beside_immunizations() -> None:
         "vaccineCode": cc("46233009", "Influenza virus vaccine"),
         "date": "2019-10-01",
     }
-    consent = {
-        "resourceType": "Observation",
-        "id": "o1",
-        "status": "final",
-        "code": cc("310375005", "Immunisation consent given"),
-        "effectiveDateTime": "2019-09-30",
-        "valueString": "Verbal",
-        "comment": "Consent from patient",
-    }
+    consent = observation(
+        "o1",
+        cc("310375005", "Immunisation consent given"),
+        effectiveDateTime="2019-09-30",
+        valueString="Verbal",
+        comment="Consent from patient",
+    )
     root, result = convert(
         bundle(
             imm,
@@ -523,13 +492,9 @@ def test_hand_built_cases_validate(tmp_path: Path, validator_cache: Path, kit: A
             ),
         ),
         "consent-only": bundle(
-            {
-                "resourceType": "Observation",
-                "id": "o1",
-                "status": "final",
-                "code": cc("268559007", "No consent for any immunization"),
-                "comment": "Dissent",
-            },
+            observation(
+                "o1", cc("268559007", "No consent for any immunization"), comment="Dissent"
+            ),
             listing("1102181000000102", "Immunisations", ["Observation/o1"]),
         ),
         "problems": bundle(

@@ -13,15 +13,12 @@ import re
 from typing import Any
 
 import pytest
+from ccda_testkit import NS, WHEN, cc, collection, condition, patient
 from lxml import etree
 
 from ccda_converter.convert import ConvertOptions, convert_bundle
 from ccda_converter.dates import to_ts
-from ccda_converter.ns import XPATH_NS
 
-NS = XPATH_NS
-WHEN = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-SCT = "http://snomed.info/sct"
 _TS = re.compile(r"^(\d{4,14})(\.\d+)?([+-]\d{4})?$")
 
 
@@ -69,29 +66,12 @@ def test_real_dates_convert_unchanged(value: str, expected: str) -> None:
 
 
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    patient = {
-        "resourceType": "Patient",
-        "id": "p1",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}],
-        "name": [{"family": "SMITH", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1987-02-29",
-    }
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in (patient, *resources)],
-    }
+    """Jane SMITH, born on a day that never was (no practice), and ``resources``."""
+    return collection(patient(name_use=None, birth_date="1987-02-29", practice=None), *resources)
 
 
 def _condition(cid: str, code: str, onset: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Condition",
-        "id": cid,
-        "clinicalStatus": "active",
-        "code": {"coding": [{"system": SCT, "code": code, "display": code}]},
-        "onsetDateTime": onset,
-    }
+    return condition(cid, cc(code, code), onsetDateTime=onset)
 
 
 def _real_ts(value: str) -> bool:

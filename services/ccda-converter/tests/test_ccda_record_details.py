@@ -6,72 +6,25 @@ hand-made or synthetic bundles (always run)."""
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ccda_testkit import NS, WHEN, cc, ccd, observation, org, patient, section
+from ccda_testkit import bundle as make_bundle
 from lxml import etree
 
 from ccda_converter.codes import concept
 from ccda_converter.convert import ConvertOptions, convert_bundle
-from ccda_converter.ns import XPATH_NS
 
-NS = XPATH_NS
-WHEN = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-SCT = "http://snomed.info/sct"
 SD = "https://fhir.nhs.uk/STU3/StructureDefinition/"
 CS = "https://fhir.nhs.uk/STU3/CodeSystem/"
 UCUM = "http://unitsofmeasure.org"
 
 
-def cc(code: str, display: str, system: str = SCT) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code, "display": display}]}
-
-
-def patient(**extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": "p1",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}],
-        "name": [{"use": "usual", "family": "SMITH", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1980-02-03",
-        "managingOrganization": {"reference": "Organization/o1"},
-        **extra,
-    }
-
-
-def org(oid: str = "o1", name: str = "COXWOLD SURGERY") -> dict[str, Any]:
-    return {
-        "resourceType": "Organization",
-        "id": oid,
-        "identifier": [
-            {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B82617"}
-        ],
-        "name": name,
-        "telecom": [{"system": "phone", "value": "0113 1234567"}],
-    }
-
-
-def make_bundle(*resources: dict[str, Any], pat: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in (pat or patient(), org(), *resources)],
-    }
-
-
 def to_xml(bundle: dict[str, Any]) -> etree._Element:
-    result = convert_bundle(bundle, options=ConvertOptions(effective_time=WHEN))
-    return etree.fromstring(result.ccd_xml)
-
-
-def section(root: etree._Element, loinc: str) -> etree._Element:
-    found = root.xpath(f"//cda:section[cda:code/@code='{loinc}']", namespaces=NS)
-    assert len(found) == 1
-    return found[0]
+    return ccd(bundle)[0]
 
 
 def cells(root: etree._Element, ref: str) -> list[str]:
@@ -182,24 +135,20 @@ def test_range_without_unit_takes_the_value_unit_in_synthetic_pathology(kit: Any
 
 
 def test_range_unit_from_value_range_and_own_unit_kept() -> None:
-    obs = {
-        "resourceType": "Observation",
-        "id": "x",
-        "status": "final",
-        "code": cc("1000731000000107", "Serum creatinine level"),
-        "valueQuantity": {"value": 80, "unit": "umol/L", "system": UCUM, "code": "umol/L"},
-        "referenceRange": [
+    obs = observation(
+        "x",
+        cc("1000731000000107", "Serum creatinine level"),
+        valueQuantity={"value": 80, "unit": "umol/L", "system": UCUM, "code": "umol/L"},
+        referenceRange=[
             {"low": {"value": 60}, "high": {"value": 0.12, "unit": "mmol/L"}},
         ],
-    }
-    span = {
-        "resourceType": "Observation",
-        "id": "y",
-        "status": "final",
-        "code": cc("1022431000000105", "Haemoglobin"),
-        "valueRange": {"low": {"value": 120, "unit": "g/L"}, "high": {"value": 130}},
-        "referenceRange": [{"low": {"value": 115}}],
-    }
+    )
+    span = observation(
+        "y",
+        cc("1022431000000105", "Haemoglobin"),
+        valueRange={"low": {"value": 120, "unit": "g/L"}, "high": {"value": 130}},
+        referenceRange=[{"low": {"value": 115}}],
+    )
     root = to_xml(make_bundle(obs, span))
     creat = result_observation(root, "Serum creatinine level")
     assert range_units(creat) == ["umol/L", "mmol/L"]
@@ -455,13 +404,9 @@ def _report(rid: str, *results: str) -> dict[str, Any]:
 
 
 def test_result_shared_by_two_reports_is_in_both() -> None:
-    hb = {
-        "resourceType": "Observation",
-        "id": "h1",
-        "status": "final",
-        "code": cc("1022431000000105", "Haemoglobin"),
-        "valueQuantity": {"value": 142, "unit": "g/L"},
-    }
+    hb = observation(
+        "h1", cc("1022431000000105", "Haemoglobin"), valueQuantity={"value": 142, "unit": "g/L"}
+    )
     root = to_xml(make_bundle(hb, _report("d1", "h1"), _report("d2", "h1")))
     organizers = section(root, "30954-2").xpath("cda:entry/cda:organizer", namespaces=NS)
     assert len(organizers) == 2
@@ -521,14 +466,12 @@ def test_new_parts_validate(kit: Any, validator_cache: Path, tmp_path: Path) -> 
         **_plan(id="r3", intent="order", authoredOn="2024-05-01"),
         "basedOn": [{"reference": "MedicationRequest/r1"}],
     }
-    hb = {
-        "resourceType": "Observation",
-        "id": "h1",
-        "status": "final",
-        "code": cc("1022431000000105", "Haemoglobin"),
-        "valueQuantity": {"value": 142, "unit": "g/L"},
-        "referenceRange": [{"low": {"value": 115}, "high": {"value": 150}}],
-    }
+    hb = observation(
+        "h1",
+        cc("1022431000000105", "Haemoglobin"),
+        valueQuantity={"value": 142, "unit": "g/L"},
+        referenceRange=[{"low": {"value": 115}, "high": {"value": 150}}],
+    )
     bundle = make_bundle(
         org("o2", "Leeds Care Ltd"),
         _med(),

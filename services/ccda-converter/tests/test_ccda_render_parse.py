@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from ccda_testkit import Stub, collection, patient, thread_pool_stub
 
 from ccda_converter.convert import ConvertOptions, convert_bundle
 from ccda_converter.render import MAX_CCD_DEPTH, RenderError, parse_ccd, render_html
-from ccda_converter.servicer import CcdaConverterServicer
 from xcagw.ccda.v1 import ccda_converter_pb2, ccda_converter_pb2_grpc
 from xcagw_common.errors import error_reason
 
@@ -25,20 +24,9 @@ DEEP = f"CCD XML is nested deeper than {MAX_CCD_DEPTH} levels"
 
 
 def valid_ccd() -> bytes:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Patient",
-                    "id": "p",
-                    "name": [{"family": "SMITH", "given": ["Jane"]}],
-                    "birthDate": "1980-02-03",
-                }
-            }
-        ],
-    }
+    bundle = collection(
+        patient(pid="p", nhs_number=None, name_use=None, gender=None, practice=None)
+    )
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return convert_bundle(bundle, options=ConvertOptions(effective_time=when)).ccd_xml
 
@@ -109,17 +97,9 @@ def test_valid_ccd_still_parses_and_renders() -> None:
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[ccda_converter_pb2_grpc.CcdaConverterServiceStub]:
-    executor = ThreadPoolExecutor(max_workers=2)
-    server = grpc.aio.server()
-    servicer = CcdaConverterServicer(executor=executor)
-    ccda_converter_pb2_grpc.add_CcdaConverterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield ccda_converter_pb2_grpc.CcdaConverterServiceStub(channel)
-    await server.stop(None)
-    executor.shutdown()
+async def stub() -> AsyncIterator[Stub]:
+    async with thread_pool_stub() as client:
+        yield client
 
 
 @pytest.mark.parametrize(("payload", "message"), HOSTILE)

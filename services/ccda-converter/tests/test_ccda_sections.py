@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
+from ccda_testkit import NS, WHEN, cc, ccd, listing, patient, section
+from ccda_testkit import bundle as record_bundle
 from lxml import etree
 
 from ccda_converter.bundle import BundleError
@@ -13,73 +14,15 @@ from ccda_converter.codes import concept
 from ccda_converter.convert import ConvertOptions, convert_bundle
 from ccda_converter.dates import to_ts
 from ccda_converter.model import DmdConcept
-from ccda_converter.ns import XPATH_NS
-
-NS = XPATH_NS
-WHEN = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-SCT = "http://snomed.info/sct"
-
-
-def cc(code: str, display: str, system: str = SCT) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code, "display": display}]}
-
-
-def patient() -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": "p1",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}],
-        "name": [{"use": "usual", "family": "SMITH", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1980-02-03",
-        "address": [{"use": "home", "line": ["1 Lane"], "city": "LEEDS", "postalCode": "LS1 1AA"}],
-        "managingOrganization": {"reference": "Organization/o1"},
-    }
-
-
-def org() -> dict[str, Any]:
-    return {
-        "resourceType": "Organization",
-        "id": "o1",
-        "identifier": [
-            {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B82617"}
-        ],
-        "name": "COXWOLD SURGERY",
-        "telecom": [{"system": "phone", "value": "0113 1234567"}],
-    }
 
 
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in (patient(), org(), *resources)],
-    }
-
-
-def listing(code: str, title: str, refs: list[str], **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "List",
-        "status": "current",
-        "mode": "snapshot",
-        "title": title,
-        "code": cc(code, title),
-        "entry": [{"item": {"reference": r}} for r in refs],
-        **extra,
-    }
+    """The practice's record of Jane SMITH, home address included."""
+    return record_bundle(*resources, pat=patient(address=True))
 
 
 def convert(*resources: dict[str, Any], **options: Any) -> tuple[etree._Element, Any]:
-    result = convert_bundle(
-        bundle(*resources), options=ConvertOptions(effective_time=WHEN, **options)
-    )
-    return etree.fromstring(result.ccd_xml), result
-
-
-def section(root: etree._Element, loinc: str) -> etree._Element:
-    found = root.xpath(f"//cda:section[cda:code/@code='{loinc}']", namespaces=NS)
-    assert len(found) == 1
-    return found[0]
+    return ccd(bundle(*resources), **options)
 
 
 def narrative_ids(root: etree._Element) -> set[str]:

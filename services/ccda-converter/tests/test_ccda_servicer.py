@@ -4,66 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from ccda_testkit import Stub, cc, collection, condition, patient, thread_pool_stub
 
-from ccda_converter.servicer import CcdaConverterServicer
 from xcagw.ccda.v1 import ccda_converter_pb2, ccda_converter_pb2_grpc
 from xcagw.common.v1 import common_pb2
 from xcagw_common.errors import error_reason
 
-BUNDLE = {
-    "resourceType": "Bundle",
-    "type": "collection",
-    "entry": [
-        {
-            "resource": {
-                "resourceType": "Patient",
-                "id": "p",
-                "identifier": [
-                    {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}
-                ],
-                "name": [{"family": "SMITH", "given": ["Jane"]}],
-                "gender": "female",
-                "birthDate": "1980",
-            }
-        },
-        {
-            "resource": {
-                "resourceType": "Condition",
-                "id": "c",
-                "clinicalStatus": "active",
-                "code": {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": "38341003",
-                            "display": "Hypertension",
-                        }
-                    ]
-                },
-            }
-        },
-    ],
-}
+BUNDLE = collection(
+    patient(pid="p", name_use=None, birth_date="1980", practice=None),
+    condition("c", cc("38341003", "Hypertension")),
+)
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[ccda_converter_pb2_grpc.CcdaConverterServiceStub]:
-    executor = ThreadPoolExecutor(max_workers=2)
-    server = grpc.aio.server()
-    servicer = CcdaConverterServicer(
-        executor=executor, document_id_root="2.16.840.1.113883.3.9999.2"
-    )
-    ccda_converter_pb2_grpc.add_CcdaConverterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield ccda_converter_pb2_grpc.CcdaConverterServiceStub(channel)
-    await server.stop(None)
-    executor.shutdown()
+async def stub() -> AsyncIterator[Stub]:
+    async with thread_pool_stub(document_id_root="2.16.840.1.113883.3.9999.2") as client:
+        yield client
 
 
 async def test_convert_and_render(stub: ccda_converter_pb2_grpc.CcdaConverterServiceStub) -> None:

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import grpc
 import pytest
+from ccda_testkit import collection, patient, serving
 
 from ccda_converter.config import Settings
 from ccda_converter.server import create_app
@@ -32,23 +33,7 @@ from xcagw_common.grpc_client import check_health
 from xcagw_common.grpc_server import GrpcApp, serve
 
 BUNDLE = json.dumps(
-    {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Patient",
-                    "id": "p",
-                    "identifier": [
-                        {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9000000009"}
-                    ],
-                    "name": [{"family": "SMITH", "given": ["Jane"]}],
-                    "birthDate": "1980",
-                }
-            }
-        ],
-    }
+    collection(patient(pid="p", name_use=None, gender=None, birth_date="1980", practice=None))
 ).encode()
 STARTUP_TIMEOUT = 120.0  # spawning a worker imports lxml, grpc...: slow on a busy CI machine
 
@@ -162,13 +147,8 @@ async def test_worker_dying_on_the_retry_too_is_a_clear_status() -> None:
         return made[-1]
 
     servicer = CcdaConverterServicer(executor=factory(), executor_factory=factory)
-    server = grpc.aio.server()
-    ccda_converter_pb2_grpc.add_CcdaConverterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = ccda_converter_pb2_grpc.CcdaConverterServiceStub(channel)
+        async with serving(servicer) as stub:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await convert(stub)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -178,6 +158,5 @@ async def test_worker_dying_on_the_retry_too_is_a_clear_status() -> None:
             assert len(made) == 3 and servicer.executor is made[2]
             assert b"SMITH" in await convert(stub)
     finally:
-        await server.stop(None)
         for pool in made:
             pool.shutdown(wait=False, cancel_futures=True)
