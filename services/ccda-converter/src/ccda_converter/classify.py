@@ -127,14 +127,19 @@ def plan(ctx: Context) -> ObservationPlan:
     out = ObservationPlan()
     in_report: set[int] = set()
     for report in ctx.idx.of_type("DiagnosticReport"):
+        # Each report gets its whole result tree: a result that two reports list (real GP
+        # Connect data does) is repeated under both, with the same entry id (the same act),
+        # rather than leaving the later report empty.
         items: list[tuple[Resource, int]] = []
+        seen: set[int] = set()
         for ref in as_list(report.data.get("result")):
             obs = ctx.idx.resolve(ref, report)
-            if obs is None or obs.rtype != "Observation" or id(obs) in in_report:
+            if obs is None or obs.rtype != "Observation" or id(obs) in seen:
                 continue
-            in_report.add(id(obs))
+            seen.add(id(obs))
             items.append((obs, 0))
-            members(ctx, obs, 1, in_report, items)
+            members(ctx, obs, 1, seen, items)
+        in_report |= seen
         out.reports.append((report, items))
     for obs in ctx.idx.of_type("Observation"):
         if id(obs) in in_report:

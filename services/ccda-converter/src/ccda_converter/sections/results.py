@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ccda_converter import cda
 from ccda_converter.bundle import Resource, as_list, obj, text_of
-from ccda_converter.classify import ObservationPlan, members
+from ccda_converter.classify import ObservationPlan
 from ccda_converter.codes import SNOMED, concept
 from ccda_converter.context import Context
 from ccda_converter.dates import display_date, sort_key
@@ -111,7 +111,6 @@ def _report(
     items: list[tuple[Resource, int]],
 ) -> None:
     data = report.data
-    items = _report_tree(ctx, report, items)
     code = ctx.concept(data.get("code"))
     specimens = [
         s
@@ -206,24 +205,6 @@ def _report(
             reference_ranges(obs, ranges)
         ctx.mapped(obs_res)
     ctx.mapped(report)
-
-
-def _report_tree(
-    ctx: Context, report: Resource, items: list[tuple[Resource, int]]
-) -> list[tuple[Resource, int]]:
-    """The report's whole result tree. The observation plan gives an Observation to the first
-    report that lists it; a later report listing the same result (real GP Connect data does)
-    repeats it, with the same entry id (the same act), rather than becoming an empty report."""
-    tree: list[tuple[Resource, int]] = []
-    seen: set[int] = set()
-    for ref in as_list(report.data.get("result")):
-        obs = ctx.idx.resolve(ref, report)
-        if obs is None or obs.rtype != "Observation" or id(obs) in seen:
-            continue
-        seen.add(id(obs))
-        tree.append((obs, 0))
-        members(ctx, obs, 1, seen, tree)
-    return tree if len(tree) > len(items) else items
 
 
 def _uncategorised(
